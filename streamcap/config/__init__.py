@@ -1,0 +1,1 @@
+"""Typed configuration: `load_config(path) -> StreamcapConfig`."""

@@ -1,0 +1,295 @@
+"""The typed configuration: one `StreamcapConfig`, built once, passed out in slices.
+
+Validation here is pure: no network, no hardware probing, no file existence
+checks (those belong to `app.build()`). Relative paths are resolved against the
+config file's folder when `load_config` passes `context={"base_dir": ...}`;
+models built directly in code keep paths as given.
+"""
+from __future__ import annotations
+
+import re
+import zoneinfo
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from streamcap.util.redact import redact_url
+
+ID_PATTERN = r"^[a-z0-9_-]+$"
+_ID_RE = re.compile(ID_PATTERN)
+_SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors, loaded configs are immutable."""
+
+    # hide_input_in_errors: a bad camera URL may carry a password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.match(value):
+        raise ValueError("ids must be lowercase letters, digits, '_' or '-' (they become MQTT topic segments)")
+    return value
+
+
+def check_timezone(value: str) -> str:
+    """`value` if it is a known IANA time zone name (e.g. Europe/Paris)."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC or Europe/Paris") from None
+    return value
+
+
+def _resolve_path(value: Any, info: ValidationInfo) -> Any:
+    """Relative paths are relative to the config file, not to the working directory."""
+    base_dir = (info.context or {}).get("base_dir")
+    if value is None or base_dir is None:
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path if isinstance(value, Path) else str(path)
+    joined = Path(base_dir) / path
+    return joined if isinstance(value, Path) else str(joined)
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+TimeZone = Annotated[str, AfterValidator(check_timezone)]
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+class SourceKind(StrEnum):
+    auto = "auto"
+    rtsp = "rtsp"
+    http = "http"
+    file = "file"
+    usb = "usb"
+    gstreamer = "gstreamer"
+
+
+class Backend(StrEnum):
+    auto = "auto"
+    tensorrt = "tensorrt"
+    onnxruntime = "onnxruntime"
+    torch = "torch"
+
+
+class Precision(StrEnum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+_SCHEME_KINDS = {"rtsp": SourceKind.rtsp, "rtsps": SourceKind.rtsp, "http": SourceKind.http, "https": SourceKind.http, "file": SourceKind.file}
+
+
+def infer_kind(url: str) -> SourceKind:
+    """The source kind `auto` stands for, or ValueError for an unsupported scheme."""
+    match = _SCHEME_RE.match(url)
+    if match:
+        scheme = match.group(1).lower()
+        if scheme not in _SCHEME_KINDS:
+            raise ValueError(
+                f"unsupported URL scheme {scheme!r}; use rtsp://, rtsps://, http(s)://, a file path, a USB index, or kind: gstreamer"
+            )
+        return _SCHEME_KINDS[scheme]
+    if url.isdigit():
+        return SourceKind.usb
+    if " ! " in url:
+        return SourceKind.gstreamer
+    return SourceKind.file
+
+
+class CameraConfig(StrictModel):
+    kind: SourceKind = Field(
+        default=SourceKind.auto,
+        description="How to open `url`: auto (from the URL), rtsp, http, file, usb, or gstreamer (url is a pipeline ending in appsink).",
+    )
+    url: str = Field(
+        description="rtsp://, rtsps://, http(s):// URL, a video file path, a USB camera index (0, 1, ...) or a GStreamer pipeline. "
+        "Put credentials in ${ENV} variables; they are redacted in logs.",
+    )
+    enabled: bool = Field(default=True, description="Set false to keep the camera in the file but not open it.")
+    loop: bool = Field(default=False, description="Restart a video file from the beginning when it ends (demos, tests).")
+    caption_interval_s: float = Field(default=1.0, gt=0, description="Seconds between frames sent to the captioner.")
+    scene_change_threshold: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Skip a frame whose mean absolute difference from the last captioned frame (small grey thumbnail, 0..1) "
+        "is below this. 0 = caption every sampled frame.",
+    )
+    open_timeout_s: float = Field(default=5.0, gt=0, description="Give up opening the stream after this many seconds.")
+    read_timeout_s: float = Field(default=3.0, gt=0, description="A read that blocks longer than this counts as a dead stream.")
+    reconnect_initial_s: float = Field(default=1.0, gt=0, description="First reconnect delay; doubles on each failure.")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Upper bound of the reconnect delay.")
+    snapshot: bool = Field(default=True, description="Allow JPEG snapshots of this camera in alarms.")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_to_str(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # `url: 0` means the first USB camera
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str, info: ValidationInfo) -> str:
+        if not url:
+            raise ValueError("url is empty")
+        kind = info.data.get("kind", SourceKind.auto)
+        effective = _effective_kind(url, kind)
+        if effective == SourceKind.file:
+            return _resolve_path(url.removeprefix("file://"), info) if _SCHEME_RE.match(url) else _resolve_path(url, info)
+        return url
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> CameraConfig:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        return self
+
+    @property
+    def resolved_kind(self) -> SourceKind:
+        """The concrete source kind (never `auto`)."""
+        return _effective_kind(self.url, self.kind)
+
+    @property
+    def usb_index(self) -> int | None:
+        return int(self.url) if self.resolved_kind == SourceKind.usb else None
+
+    @property
+    def display_url(self) -> str:
+        """The URL with credentials masked: the only form that may be logged."""
+        return redact_url(self.url)
+
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "url" else value)
+
+
+def _effective_kind(url: str, kind: SourceKind) -> SourceKind:
+    if kind == SourceKind.auto:
+        return infer_kind(url)
+    if kind == SourceKind.gstreamer:
+        return kind
+    if kind == SourceKind.usb and not url.isdigit():
+        raise ValueError("kind usb needs a camera index such as 0")
+    if kind in (SourceKind.rtsp, SourceKind.http):
+        match = _SCHEME_RE.match(url)
+        inferred = infer_kind(url) if match else SourceKind.file
+        if inferred != kind:
+            raise ValueError(f"kind {kind.value} needs a {kind.value}:// or {kind.value}s:// URL")
+    if kind == SourceKind.file and _SCHEME_RE.match(url) and infer_kind(url) != SourceKind.file:
+        raise ValueError("kind file needs a file path, not a URL")
+    return kind
+
+
+class ModelConfig(StrictModel):
+    path: ConfigPath | None = Field(default=None, description="Caption checkpoint (.pt). Default: the model shipped with streamcap.")
+    backend: Backend = Field(
+        default=Backend.auto, description="Inference backend: auto (TensorRT if present, else ONNX Runtime, else torch), tensorrt, onnxruntime, torch."
+    )
+    beam_size: int | None = Field(default=None, ge=1, le=20, description="Beam width; 1 = greedy. Default: the checkpoint's.")
+    length_penalty: float | None = Field(default=None, ge=0, description="Beam length penalty exponent. Default: the checkpoint's.")
+    encoder_weights: ConfigPath | None = Field(default=None, description="Local ImageNet weights for the encoder (offline installs).")
+    max_batch: int = Field(default=8, ge=1, le=256, description="Most frames encoded together in one batch.")
+    max_wait_ms: float = Field(default=50.0, ge=0, description="Longest a frame waits for a batch to fill before it is encoded anyway.")
+    precision: Precision = Field(default=Precision.fp32, description="Numeric precision of the encoder: fp32, fp16 (GPU), int8 (TensorRT).")
+
+
+class RulesConfig(StrictModel):
+    paths: list[str] = Field(default_factory=list, description="Rule files or globs (rules/*.yaml), relative to this config file.")
+    reload: bool = Field(default=True, description="Reload rule files when they change; a bad edit keeps the old rules.")
+    reload_interval_s: float = Field(default=2.0, gt=0, description="How often rule files are checked for changes.")
+
+    @field_validator("paths")
+    @classmethod
+    def _resolve(cls, paths: list[str], info: ValidationInfo) -> list[str]:
+        return [_resolve_path(p, info) for p in paths]
+
+
+class MqttTlsConfig(StrictModel):
+    ca: ConfigPath | None = Field(default=None, description="CA certificate (PEM) that signed the broker's certificate. Default: system CAs.")
+    certfile: ConfigPath | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    keyfile: ConfigPath | None = Field(default=None, description="Private key (PEM) of the client certificate.")
+    insecure: bool = Field(default=False, description="Skip broker hostname verification (testing only).")
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> MqttTlsConfig:
+        if self.keyfile is not None and self.certfile is None:
+            raise ValueError("keyfile needs certfile")
+        return self
+
+
+class MqttConfig(StrictModel):
+    host: str = Field(min_length=1, description="Broker host name or IP address.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port (1883 plain, 8883 TLS).")
+    prefix: str = Field(default="streamcap", description="First topic level(s): <prefix>/<device>/...")
+    username: str | None = Field(default=None, description="Broker user name.")
+    password: SecretStr | None = Field(default=None, description="Broker password; use ${ENV_VAR}. Never logged.")
+    tls: MqttTlsConfig | None = Field(default=None, description="Connect with TLS; omit for plain MQTT.")
+    client_id: str | None = Field(default=None, description="MQTT client id. Default: streamcap-<device_id>.")
+    keepalive_s: int = Field(default=30, ge=5, le=65535, description="MQTT keepalive; the broker publishes the offline will after ~1.5x this.")
+    qos_caption: int = Field(default=0, ge=0, le=2, description="QoS of caption messages (frequent, 0 is fine).")
+    qos_alarm: int = Field(default=1, ge=0, le=2, description="QoS of alarm messages.")
+    qos_status: int = Field(default=1, ge=0, le=2, description="QoS of the retained status message.")
+    spool_dir: Path = Field(default=Path(".streamcap/spool"), description="Where alarms wait on disk while the broker is unreachable.")
+    spool_max_messages: int = Field(default=10000, ge=0, description="Oldest spooled alarms are dropped beyond this many.")
+    publish_snapshots: bool = Field(default=True, description="Publish alarm snapshots (JPEG) on <prefix>/<device>/<camera>/snapshot.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or value.startswith("/") or value.endswith("/") or any(c in value for c in "#+ \t\n"):
+            raise ValueError("prefix must be non-empty, without '#', '+', spaces, or a leading/trailing '/'")
+        return value
+
+    @field_validator("spool_dir")
+    @classmethod
+    def _resolve_spool(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> MqttConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username")
+        return self
+
+
+class OutputsConfig(StrictModel):
+    console: bool = Field(default=True, description="Print captions and alarms on the console.")
+    jsonl: ConfigPath | None = Field(default=None, description="Append captions and alarms as JSON lines to this file.")
+
+
+class HttpConfig(StrictModel):
+    enabled: bool = Field(default=False, description="Serve /metrics (Prometheus) and /health.")
+    host: str = Field(default="127.0.0.1", description="Address to bind; 0.0.0.0 exposes it on the network.")
+    port: int = Field(default=9108, ge=1, le=65535, description="HTTP port.")
+
+
+class StreamcapConfig(StrictModel):
+    device_id: Id = Field(default="streamcap", description="This box's id in MQTT topics; keeps several boxes on one broker apart.")
+    timezone: TimeZone = Field(default="UTC", description="IANA time zone for rule schedules (e.g. Europe/Paris).")
+    cameras: dict[Id, CameraConfig] = Field(default_factory=dict, description="Cameras by id; ids become MQTT topic segments.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Caption model and inference settings.")
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="Alert rule files.")
+    mqtt: MqttConfig | None = Field(default=None, description="MQTT broker; omit to run without one.")
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Local outputs (console, JSON lines).")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+
+    @property
+    def enabled_cameras(self) -> dict[str, CameraConfig]:
+        return {cid: cam for cid, cam in self.cameras.items() if cam.enabled}
