@@ -11,6 +11,8 @@ COMMAND_MODULES = [
     "streamcap.commands.caption",
     "streamcap.commands.train",
     "streamcap.commands.evaluate",
+    "streamcap.commands.config_cmd",
+    "streamcap.commands.rules_cmd",
 ]
 
 

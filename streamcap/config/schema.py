@@ -7,6 +7,7 @@ models built directly in code keep paths as given.
 """
 from __future__ import annotations
 
+import os
 import re
 import zoneinfo
 from enum import StrEnum
@@ -61,7 +62,7 @@ def _resolve_path(value: Any, info: ValidationInfo) -> Any:
     path = Path(value).expanduser()
     if path.is_absolute():
         return path if isinstance(value, Path) else str(path)
-    joined = Path(base_dir) / path
+    joined = Path(os.path.normpath(Path(base_dir) / path))
     return joined if isinstance(value, Path) else str(joined)
 
 

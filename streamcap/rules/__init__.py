@@ -1,0 +1,1 @@
+"""Alert rules: caption text in, alarms out."""

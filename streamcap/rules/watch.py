@@ -1,0 +1,96 @@
+"""Hot reload of rule files by polling their modification times.
+
+No thread of its own: the dispatch thread calls `poll()` between captions, so
+rules are swapped on the only thread that uses them and nothing needs a lock.
+A reload with any error keeps the old rules and logs one line saying why.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+
+from streamcap.config.schema import StreamcapConfig
+from streamcap.rules.engine import RuleEngine
+from streamcap.rules.load import expand_paths, load_rules
+
+log = logging.getLogger("streamcap.rules")
+
+Signature = tuple[tuple[str, int, int], ...]
+
+
+def file_signature(paths: Iterable[str]) -> Signature:
+    """(file, mtime_ns, size) of every file the patterns match now; missing files count too."""
+    files, _ = expand_paths(paths)
+    signature = []
+    for name in files:
+        try:
+            st = os.stat(name)
+            signature.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            signature.append((name, -1, -1))
+    return tuple(signature)
+
+
+class RuleWatcher:
+    """Reloads `engine`'s rules when the rule files change; call `poll()` often, it is cheap."""
+
+    def __init__(
+        self,
+        paths: Iterable[str],
+        engine: RuleEngine,
+        known_cameras: Iterable[str] | None = None,
+        interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.paths = [str(p) for p in paths]
+        self.engine = engine
+        self.known_cameras = None if known_cameras is None else list(known_cameras)
+        self.interval_s = interval_s
+        self.clock = clock
+        self._signature = file_signature(self.paths)
+        self._next_check = clock() + interval_s
+        self.reloads = 0
+        self.failed_reloads = 0
+
+    def poll(self) -> bool:
+        """Reload if the interval has passed and a file changed; True when new rules went in."""
+        now = self.clock()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.interval_s
+        signature = file_signature(self.paths)
+        if signature == self._signature:
+            return False
+        # Remember the new state even if it is bad, so one bad save logs once, not every poll.
+        self._signature = signature
+        return self.reload()
+
+    def reload(self) -> bool:
+        rules, errors = load_rules(self.paths, self.known_cameras)
+        if errors:
+            self.failed_reloads += 1
+            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+            log.warning("rules not reloaded, keeping the %d current rules: %s%s", len(self.engine.rules), errors[0], more)
+            return False
+        self.engine.replace_rules(rules)
+        self.reloads += 1
+        log.info("rules reloaded: %d rules (%s)", len(rules), ", ".join(r.id for r in rules) or "none")
+        return True
+
+
+def build_rules(config: StreamcapConfig, clock: Callable[[], float] = time.time) -> tuple[RuleEngine, RuleWatcher | None]:
+    """The rule engine for `config`, and its watcher when `rules.reload` is on.
+
+    Bad files are logged (one line per problem) and skipped; the rest run.
+    """
+    cameras = list(config.cameras)
+    rules, errors = load_rules(config.rules.paths, cameras)
+    for error in errors:
+        log.error("%s", error)
+    engine = RuleEngine(rules, cameras, clock=clock, timezone=config.timezone)
+    skipped = "; files with problems were skipped" if errors else ""
+    log.info("rules: %d loaded, %d problems%s", len(rules), len(errors), skipped)
+    watcher = RuleWatcher(config.rules.paths, engine, cameras, interval_s=config.rules.reload_interval_s) if config.rules.reload else None
+    return engine, watcher
