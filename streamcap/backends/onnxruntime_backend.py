@@ -1,0 +1,81 @@
+"""ONNX Runtime backend: the exported graphs on the CPU or a CUDA device.
+
+The search stays in PyTorch (CPU tensors); each step crosses into ONNX Runtime
+as numpy arrays, which on the CPU are zero-copy views of the same memory.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from streamcap.backends.base import BackendUnavailable, SearchCaptioner
+from streamcap.backends.export import OnnxModel
+from streamcap.model.captioner import DecodeOptions
+from streamcap.model.checkpoint import CaptionModelSpec
+from streamcap.model.decoder import Memory, State
+from streamcap.model.encoder import SPECS, preprocess
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def make_session(path, device: str = "cpu", threads: int | None = None):
+    import onnxruntime as ort
+
+    provider = PROVIDERS[device]
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise BackendUnavailable(f"{provider} not available (onnxruntime has {', '.join(available)})")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the pipeline logs what matters; ORT's warnings are noise here
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=[provider, "CPUExecutionProvider"])
+    if session.get_providers()[0] != provider:
+        # onnxruntime-gpu without a working CUDA silently falls back to the CPU.
+        raise BackendUnavailable(f"{provider} failed to initialise (no usable CUDA device or libraries)")
+    return session
+
+
+class OnnxRuntimeCaptioner(SearchCaptioner):
+    def __init__(
+        self, onnx: OnnxModel, spec: CaptionModelSpec, options: DecodeOptions, model_path: str,
+        device: str = "cpu", precision: str = "fp32", encoder_path=None,
+    ):
+        super().__init__(spec, options, model_path)
+        self.onnx, self.device = onnx, device
+        self.name = f"onnxruntime-{device}" + ("-int8" if precision == "int8" else "")
+        self.encoder_spec = SPECS[spec.encoder]
+        self.encoder = make_session(encoder_path or onnx.path("encoder"), device)
+        self.prepare_session = make_session(onnx.path("prepare"), device)
+        self.step_session = make_session(onnx.path("step"), device)
+        self.memory_names = [o.name for o in self.prepare_session.get_outputs()]
+        self.step_outputs = [o.name for o in self.step_session.get_outputs()]
+        self.state_names = [i.name for i in self.step_session.get_inputs() if i.name.startswith("state")]
+        self.state_shapes = [tuple(s) for s in onnx.meta["state_shapes"]]
+
+    def encode_images(self, images: np.ndarray) -> torch.Tensor:
+        """Preprocessed float32 (B, 3, S, S) -> grid (B, P, D)."""
+        (grid,) = self.encoder.run(["grid"], {"images": np.ascontiguousarray(images, dtype=np.float32)})
+        return torch.from_numpy(grid)
+
+    def encode(self, frames_bgr: list[np.ndarray]) -> torch.Tensor:
+        return self.encode_images(preprocess(frames_bgr, self.encoder_spec).numpy())  # (B, P, D)
+
+    def prepare(self, grid: torch.Tensor) -> Memory:
+        outputs = self.prepare_session.run(self.memory_names, {"grid": grid.float().contiguous().numpy()})
+        return tuple(torch.from_numpy(m) for m in outputs)
+
+    def init_state(self, memory: Memory) -> State:
+        batch = memory[0].shape[0]
+        return tuple(torch.zeros(batch, *shape) for shape in self.state_shapes)  # (B, H) each
+
+    def step(self, tokens: torch.Tensor, state: State, memory: Memory) -> tuple[torch.Tensor, State]:
+        feeds = {"tokens": tokens.to(torch.int32).numpy()}
+        feeds.update((name, s.contiguous().numpy()) for name, s in zip(self.state_names, state))
+        feeds.update((name, m.contiguous().numpy()) for name, m in zip(self.memory_names, memory))
+        logprobs, *new_state = self.step_session.run(self.step_outputs, feeds)
+        return torch.from_numpy(logprobs), tuple(torch.from_numpy(s) for s in new_state)

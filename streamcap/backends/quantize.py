@@ -1,0 +1,47 @@
+"""INT8 encoder for CPU boxes: ONNX Runtime static quantization on real images.
+
+Only the encoder is quantized; it is where the time goes, and the decoder's
+log-probabilities decide the words, so they stay fp32. The int8 file lives in
+the export directory beside encoder.onnx and is reused until re-made.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from streamcap.backends.calibration import OrtCalibrationReader, calibration_images
+from streamcap.backends.export import OnnxModel
+from streamcap.model.encoder import SPECS
+
+log = logging.getLogger(__name__)
+
+
+def int8_encoder_path(onnx: OnnxModel) -> Path:
+    return onnx.dir / "encoder.int8.onnx"
+
+
+def quantize_encoder(onnx: OnnxModel, calib_dir: str | Path, calib_images: int = 64, batch_size: int = 8) -> Path:
+    """Write encoder.int8.onnx (QDQ, per-channel weights) calibrated on `calib_dir`."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    paths = calibration_images(calib_dir, calib_images)
+    source, prepared, target = onnx.path("encoder"), onnx.dir / "encoder.pre.onnx", int8_encoder_path(onnx)
+    # Shape inference and graph fusions first, as ONNX Runtime recommends, so
+    # the quantizer sees folded Conv+Clip blocks rather than their parts.
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    reader = OrtCalibrationReader(paths, SPECS[onnx.meta["encoder"]], batch_size)
+    tmp = target.with_suffix(".tmp.onnx")
+    quantize_static(
+        str(prepared), str(tmp), reader,
+        quant_format=QuantFormat.QDQ, per_channel=True,
+        # u8 activations x s8 weights is the fast path of ONNX Runtime's x86 int8 kernels.
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    tmp.replace(target)
+    prepared.unlink(missing_ok=True)
+    (onnx.dir / "encoder.int8.json").write_text(json.dumps({"calibration": str(calib_dir), "images": len(paths)}, indent=2))
+    log.info("quantized %s to int8 on %d images from %s", source.name, len(paths), calib_dir)
+    return target
