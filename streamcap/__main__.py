@@ -13,6 +13,8 @@ COMMAND_MODULES = [
     "streamcap.commands.evaluate",
     "streamcap.commands.config_cmd",
     "streamcap.commands.rules_cmd",
+    "streamcap.commands.export",
+    "streamcap.commands.build_engine",
 ]
 
 
