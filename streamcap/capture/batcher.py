@@ -1,0 +1,133 @@
+"""Batcher: dynamic batches across cameras, newest frame per camera.
+
+    batcher = Batcher(max_batch=8, max_wait_ms=50)
+    batcher.put(frame)                      # any reader thread; never blocks for long
+    batch = batcher.next_batch(timeout_s=1) # the inference thread: FrameBatch | None
+    batcher.close()                         # wakes next_batch, which then returns None
+
+Each camera has one pending slot (DROP_OLDEST): a newer frame replaces one the
+captioner has not taken yet, and the replaced frame is counted as a drop for
+that camera. Memory is therefore bounded by the number of cameras however slow
+the captioner is, and captions are always about the present. A replaced frame
+keeps its camera's place in line, so under overload every camera is served in
+turn (oldest waiting first) rather than the fastest camera winning.
+
+`next_batch` waits up to `timeout_s` for a first frame, then up to `max_wait_ms`
+from that frame's arrival for more cameras, and returns as soon as `max_batch`
+cameras are pending. Drops are logged and sent to `on_status` as `drop` events,
+at most once per `report_every_s` per camera.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from streamcap.messages import Frame, FrameBatch, StatusEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatcherStats:
+    batches: int
+    frames_batched: int
+    pending: int
+    drops: dict[str, int] = field(default_factory=dict)  # per camera
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.frames_batched / self.batches if self.batches else 0.0
+
+
+class Batcher:
+    def __init__(
+        self,
+        max_batch: int = 8,
+        max_wait_ms: float = 50.0,
+        on_status: Callable[[StatusEvent], None] | None = None,
+        report_every_s: float = 5.0,
+    ) -> None:
+        if max_batch < 1 or max_wait_ms < 0:
+            raise ValueError(f"need max_batch >= 1 and max_wait_ms >= 0, got {max_batch}, {max_wait_ms}")
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.on_status = on_status
+        self.report_every_s = report_every_s
+        self._cond = threading.Condition()
+        self._pending: dict[str, tuple[Frame, float]] = {}  # camera -> (newest frame, when its slot filled)
+        self._drops: dict[str, int] = {}
+        self._reported: dict[str, tuple[float, int]] = {}  # camera -> (when, drops then)
+        self._closed = False
+        self._batches = 0
+        self._frames_batched = 0
+
+    def put(self, frame: Frame) -> None:
+        camera = frame.camera_id
+        event = None
+        with self._cond:
+            if self._closed:
+                return
+            slot = self._pending.get(camera)
+            if slot is None:
+                self._pending[camera] = (frame, time.monotonic())
+            else:
+                self._pending[camera] = (frame, slot[1])  # same key: keeps its place in line
+                self._drops[camera] = self._drops.get(camera, 0) + 1
+                event = self._drop_report(camera)
+            self._cond.notify_all()
+        if event is not None:
+            log.warning("camera %r: %s", camera, event.detail)
+            if self.on_status is not None:
+                try:
+                    self.on_status(event)
+                except Exception:
+                    log.exception("batcher: status callback failed")
+
+    def _drop_report(self, camera: str) -> StatusEvent | None:
+        now = time.monotonic()
+        when, drops_then = self._reported.get(camera, (float("-inf"), 0))
+        if now - when < self.report_every_s:
+            return None
+        total = self._drops[camera]
+        self._reported[camera] = (now, total)
+        detail = f"captioner is behind: kept the newest frame, dropped {total - drops_then} since last report ({total} in all)"
+        return StatusEvent(camera, "drop", str(total), detail, time.time())
+
+    def next_batch(self, timeout_s: float) -> FrameBatch | None:
+        """Up to max_batch frames (one per camera), or None on timeout or close."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._pending and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            if self._closed:
+                return None
+            first_arrival = next(iter(self._pending.values()))[1]
+            close_at = first_arrival + self.max_wait_s
+            while len(self._pending) < self.max_batch and not self._closed:
+                remaining = close_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if self._closed:
+                return None
+            cameras = list(self._pending)[: self.max_batch]
+            frames = tuple(self._pending.pop(camera)[0] for camera in cameras)
+            self._batches += 1
+            self._frames_batched += len(frames)
+        return FrameBatch(frames, time.monotonic())
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._pending.clear()
+            self._cond.notify_all()
+
+    def stats(self) -> BatcherStats:
+        with self._cond:
+            return BatcherStats(self._batches, self._frames_batched, len(self._pending), dict(self._drops))

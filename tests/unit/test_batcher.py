@@ -1,0 +1,139 @@
+"""Batcher: batch size, batch window, newest frame per camera under overload."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from streamcap.capture.batcher import Batcher
+from streamcap.messages import Frame, StatusEvent
+
+IMAGE = np.zeros((4, 4, 3), np.uint8)
+
+
+def frame(camera: str, frame_id: int) -> Frame:
+    return Frame(camera, frame_id, 0.0, float(frame_id), IMAGE)
+
+
+@pytest.mark.parametrize(
+    ("cameras", "max_batch", "sizes"),
+    [
+        (5, 3, [3, 2]),
+        (4, 4, [4]),
+        (1, 8, [1]),
+        (9, 2, [2, 2, 2, 2, 1]),
+    ],
+)
+def test_batches_never_exceed_max_batch_and_serve_cameras_oldest_first(cameras, max_batch, sizes):
+    # given
+    batcher = Batcher(max_batch=max_batch, max_wait_ms=0)
+    names = [f"cam{i}" for i in range(cameras)]
+    for name in names:
+        batcher.put(frame(name, 0))
+
+    # when
+    batches = [batcher.next_batch(timeout_s=0.1) for _ in sizes]
+
+    # then
+    assert [len(batch.frames) for batch in batches] == sizes
+    assert [f.camera_id for batch in batches for f in batch.frames] == names
+    assert batcher.next_batch(timeout_s=0.01) is None, "nothing left: times out with None"
+
+
+def test_batch_waits_within_max_wait_for_more_cameras():
+    # given: one camera's frame is pending and a second arrives a little later
+    batcher = Batcher(max_batch=2, max_wait_ms=30_000)
+    batcher.put(frame("a", 1))
+    later = threading.Timer(0.05, batcher.put, args=(frame("b", 1),))
+    later.start()
+
+    # when: the window is long, so only a full batch closes it
+    batch = batcher.next_batch(timeout_s=1.0)
+    later.join()
+
+    # then
+    assert [f.camera_id for f in batch.frames] == ["a", "b"]
+
+
+def test_zero_max_wait_sends_what_is_there_at_once():
+    # given
+    batcher = Batcher(max_batch=8, max_wait_ms=0)
+    batcher.put(frame("a", 1))
+
+    # when
+    batch = batcher.next_batch(timeout_s=1.0)
+
+    # then
+    assert [f.camera_id for f in batch.frames] == ["a"]
+
+
+def test_overload_keeps_the_newest_frame_per_camera_and_counts_drops():
+    # given: the captioner is busy while two cameras keep delivering
+    events: list[StatusEvent] = []
+    batcher = Batcher(max_batch=8, max_wait_ms=0, on_status=events.append, report_every_s=3600)
+    for i in range(10):
+        batcher.put(frame("a", i))
+    for i in range(3):
+        batcher.put(frame("b", i))
+
+    # when
+    batch = batcher.next_batch(timeout_s=0.1)
+
+    # then
+    assert [(f.camera_id, f.frame_id) for f in batch.frames] == [("a", 9), ("b", 2)]
+    stats = batcher.stats()
+    assert stats.drops == {"a": 9, "b": 2}
+    assert stats.pending == 0
+    assert [(e.source, e.kind) for e in events] == [("a", "drop"), ("b", "drop")], "one report per camera per period"
+
+
+def test_a_replaced_frame_keeps_its_camera_place_in_line():
+    # given: a camera that delivers often must not push the others back
+    batcher = Batcher(max_batch=1, max_wait_ms=0)
+    for name in ["a", "b", "c"]:
+        batcher.put(frame(name, 0))
+    batcher.put(frame("a", 1))
+
+    # when
+    order = [batcher.next_batch(0.1).frames[0] for _ in range(3)]
+
+    # then
+    assert [(f.camera_id, f.frame_id) for f in order] == [("a", 1), ("b", 0), ("c", 0)]
+
+
+def test_pending_frames_are_bounded_by_the_number_of_cameras():
+    # given
+    batcher = Batcher(max_batch=4, max_wait_ms=0)
+
+    # when
+    for i in range(1000):
+        batcher.put(frame(f"cam{i % 3}", i))
+
+    # then
+    assert batcher.stats().pending == 3
+    assert sum(batcher.stats().drops.values()) == 997
+
+
+def test_close_wakes_a_waiting_consumer():
+    # given
+    batcher = Batcher(max_batch=4, max_wait_ms=0)
+    result: list = []
+    consumer = threading.Thread(target=lambda: result.append(batcher.next_batch(timeout_s=60)))
+    consumer.start()
+
+    # when
+    batcher.close()
+    consumer.join(timeout=10)
+
+    # then
+    assert not consumer.is_alive(), "close() must wake next_batch"
+    assert result == [None]
+    batcher.put(frame("a", 1))
+    assert batcher.stats().pending == 0, "frames after close are ignored"
+
+
+@pytest.mark.parametrize(("max_batch", "max_wait_ms"), [(0, 10), (4, -1)])
+def test_bad_settings_are_refused(max_batch, max_wait_ms):
+    with pytest.raises(ValueError):
+        Batcher(max_batch, max_wait_ms)
