@@ -120,7 +120,7 @@ def _xe_epoch(decoder, optimizer, features, rows, sequences, config, rng) -> flo
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), config.grad_clip)
         optimizer.step()
-        total += float(loss) * len(batch)
+        total += loss.item() * len(batch)
         count += len(batch)
     return total / max(count, 1)
 
@@ -185,7 +185,9 @@ def train(config: TrainConfig) -> Path:
         log.info("resumed from %s at epoch %d", config.resume, start_epoch)
 
     t0 = time.time()
-    for epoch in range(start_epoch, config.epochs):
+    # A resumed run that had already early-stopped goes straight to SCST.
+    first_epoch = config.epochs if stale >= config.patience else start_epoch
+    for epoch in range(first_epoch, config.epochs):
         lr = config.lr if epoch < config.lr_drop_epoch else config.lr_after_drop
         for group in optimizer.param_groups:
             group["lr"] = lr

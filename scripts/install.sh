@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Idempotent set-up of .venv with streamcap and its dependencies.
+#   scripts/install.sh          the product
+#   scripts/install.sh --test   plus the test tools and the real servers the tests start
+#                               (mosquitto, GStreamer's RTSP server; needs root for apt-get)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_test=0
+[ "${1:-}" = "--test" ] && with_test=1
+
+if [ "$with_test" = 1 ]; then
+  apt_packages=(mosquitto mosquitto-clients gir1.2-gst-rtsp-server-1.0 python3-gi
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+    gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gstreamer1.0-tools gstreamer1.0-libav ffmpeg)
+  missing=()
+  for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      echo "install.sh: missing Debian packages ${missing[*]} (tests needing them will skip); run as root to install" >&2
+    fi
+  fi
+fi
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+
+# torch first, from the builds known to work per architecture, so that the
+# project's unpinned "torch" requirement does not pull a different multi-GB build.
+if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
+  case "$(uname -m)" in
+    aarch64) "${pip[@]}" torch==2.9.1 torchvision==0.24.1 ;;
+    *) "${pip[@]}" torch==2.14.1 torchvision==0.29.1 ;;
+  esac
+fi
+if [ "$with_test" = 1 ]; then
+  "${pip[@]}" -e ".[test]"
+else
+  "${pip[@]}" -e ".[onnx]"
+fi

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from streamcap.model.captioner import Captioner, DecodeOptions
+from streamcap.model.checkpoint import CaptionModelSpec, CheckpointError, load_checkpoint, save_checkpoint
+from streamcap.model.decoder import DecoderConfig, build_decoder
+from streamcap.model.vocab import END, PAD, START, Vocabulary
+
+WORDS = [PAD, START, END, "dog", "runs", "grass"]
+
+
+def _spec(kind="attention", feature_dim=1280):
+    vocab = Vocabulary(WORDS)
+    config = DecoderConfig(kind=kind, vocab_size=len(vocab), feature_dim=feature_dim, hidden_dim=16, attention_dim=8, embed_dim=8)
+    return CaptionModelSpec(encoder="efficientnet_lite0", decoder=config, vocab=vocab, beam_size=3)
+
+
+@pytest.mark.parametrize("kind", ["merge", "attention"])
+@pytest.mark.parametrize("half", [False, True])
+def test_checkpoint_round_trip(tmp_path, kind, half):
+    # given a decoder saved with its vocabulary and decoding defaults
+    spec = _spec(kind)
+    decoder = build_decoder(spec.decoder).eval()
+    save_checkpoint(tmp_path / "m.pt", spec, decoder, half=half)
+    # when loaded back
+    loaded_spec, loaded, _ = load_checkpoint(tmp_path / "m.pt")
+    # then everything needed to caption comes back
+    assert loaded_spec.vocab.words == WORDS and loaded_spec.encoder == "efficientnet_lite0"
+    assert loaded_spec.decoder == spec.decoder and loaded_spec.beam_size == 3
+    tolerance = 1e-3 if half else 0.0
+    for name, tensor in decoder.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, atol=tolerance, rtol=tolerance)
+
+
+def test_checkpoint_whose_vocabulary_does_not_fit_the_decoder_is_refused(tmp_path):
+    spec = _spec()
+    decoder = build_decoder(spec.decoder)
+    spec.vocab = Vocabulary(WORDS + ["extra"])
+    save_checkpoint(tmp_path / "m.pt", spec, decoder)
+    with pytest.raises(CheckpointError, match="vocabulary has 7 words but the decoder expects 6"):
+        load_checkpoint(tmp_path / "m.pt")
+
+
+def test_checkpoint_for_another_encoder_is_refused(tmp_path, lite0_encoder):
+    spec = _spec(feature_dim=2048)
+    spec.encoder = "resnet50"
+    with pytest.raises(CheckpointError, match="trained on resnet50 features .2048-d. but the encoder is efficientnet_lite0"):
+        Captioner(spec, lite0_encoder, build_decoder(spec.decoder), DecodeOptions())
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])
+def test_unreadable_checkpoint_names_the_file(tmp_path, content):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="broken.pt: not a streamcap checkpoint"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt: checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pt")
