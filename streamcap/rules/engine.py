@@ -89,8 +89,11 @@ class RuleEngine:
         known_cameras: Iterable[str] | None = None,
         clock: Callable[[], float] = time.time,
         timezone: str = "UTC",
+        snapshot_cameras: Iterable[str] | None = None,
     ):
         self.known_cameras = None if known_cameras is None else tuple(known_cameras)
+        # Cameras whose config says `snapshot: false` never get JPEGs, whatever the rule says.
+        self.snapshot_cameras = None if snapshot_cameras is None else frozenset(snapshot_cameras)
         self.clock = clock
         self.timezone = timezone
         self._compiled: list[CompiledRule] = []
@@ -142,8 +145,11 @@ class RuleEngine:
             caption=caption.text,
             captured_at=caption.captured_at,
             raised_at=self.clock(),
-            snapshot_jpeg=_snapshot(caption) if rule.snapshot else None,
+            snapshot_jpeg=_snapshot(caption) if rule.snapshot and self._snapshots_allowed(caption.camera_id) else None,
         )
+
+    def _snapshots_allowed(self, camera_id: str) -> bool:
+        return self.snapshot_cameras is None or camera_id in self.snapshot_cameras
 
 
 def _snapshot(caption: Caption) -> bytes | None:

@@ -89,7 +89,8 @@ def build_rules(config: StreamcapConfig, clock: Callable[[], float] = time.time)
     rules, errors = load_rules(config.rules.paths, cameras)
     for error in errors:
         log.error("%s", error)
-    engine = RuleEngine(rules, cameras, clock=clock, timezone=config.timezone)
+    snapshot_cameras = [cid for cid, cam in config.cameras.items() if cam.snapshot]
+    engine = RuleEngine(rules, cameras, clock=clock, timezone=config.timezone, snapshot_cameras=snapshot_cameras)
     skipped = "; files with problems were skipped" if errors else ""
     log.info("rules: %d loaded, %d problems%s", len(rules), len(errors), skipped)
     watcher = RuleWatcher(config.rules.paths, engine, cameras, interval_s=config.rules.reload_interval_s) if config.rules.reload else None

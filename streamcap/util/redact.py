@@ -12,7 +12,7 @@ import re
 # text, so a whole log line or an exception message can be passed through.
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
 # GStreamer pipelines pass credentials as properties: user-id=... user-pw=...
-_PIPELINE_SECRETS = re.compile(r"(?P<key>\b(?:user-pw|password|passwd|pwd)\s*=\s*)(?P<value>\"[^\"]*\"|'[^']*'|\S+)", re.I)
+_PIPELINE_SECRETS = re.compile(r"(?P<key>\b(?:user-pw|password|passwd|pwd)\s*=\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s&]+)", re.I)
 # Query strings such as ?password=...&token=...
 _QUERY_SECRETS = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|auth|key|secret)=)(?P<value>[^&\s]+)", re.I)
 

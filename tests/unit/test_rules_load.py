@@ -1,0 +1,286 @@
+"""Rule files: line-accurate errors, bad files skipped, example rule sets, hot reload, CLI."""
+from __future__ import annotations
+
+import logging
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamcap.__main__ import main
+from streamcap.config.load import load_config
+from streamcap.messages import Caption, Frame
+from streamcap.rules.engine import RuleEngine
+from streamcap.rules.load import load_rules
+from streamcap.rules.watch import RuleWatcher, build_rules
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_CAMERAS = ["gate", "fence_north", "front_door", "loading_bay", "parking_east", "lobby_usb"]
+
+GOOD = """
+- id: person_at_gate
+  cameras: [gate]
+  triggers:
+    - trigger: caption
+      any: ["@person"]
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def test_every_example_rule_file_loads():
+    # given every file in rules/ and the example config's cameras
+    files = sorted((REPO / "rules").glob("*.yaml"))
+    assert len(files) >= 5
+    # when
+    rules, errors = load_rules(files, EXAMPLE_CAMERAS)
+    # then
+    assert errors == []
+    ids = {r.id for r in rules}
+    assert {"intrusion_at_night", "fire_or_smoke", "person_at_door_night", "vehicle_in_no_parking_zone", "loitering"} <= ids
+
+
+BAD_RULES = [
+    # (rule file text, expected "line:col", fragment)
+    ("- id: r\n  triggers:\n    - trigger: caption\n      regex: '(unclosed'\n", "4:7", "invalid regex '(unclosed': missing ), unterminated subpattern"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      regex:\n        - ok\n        - '[a-'\n", "6:11", "invalid regex '[a-'"),
+    ("- id: r\n  cameras: [gate, yard]\n  triggers:\n    - trigger: caption\n      any: [dog]\n", "2:19", "unknown camera 'yard'"),
+    ("- id: r\n  cameras:\n    - gate\n    - 'back*'\n  triggers:\n    - trigger: caption\n      any: [dog]\n", "4:7", "'back*' matches no configured camera"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n- id: r\n  triggers:\n    - trigger: caption\n      any: [cat]\n", "5:3", "duplicate rule id 'r' (first on line 1)"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog\n", "5:1", "invalid YAML"),
+    ("- id: r\n  triggers:\n    - trigger: motion\n", "3:7", "triggers[0].trigger: Input should be 'caption'"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n      for: soon\n", "5:7", "'soon' is not a duration"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      none: [dog]\n", "3:7", "needs at least one of any, all, phrase or regex"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n      min_matches: 3\n      window: 2\n", "3:7", "window (2) must be >= min_matches (3)"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog, '@pets']\n", "4:18", "unknown synonym group @pets"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  conditions:\n    - condition: sun\n", "6:7", "conditions are"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  conditions:\n    - condition: time\n      after: '25:00'\n", "7:7", "not a time of day"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  severity: panic\n", "5:3", "severity: Input should be 'alert' or 'detection'"),
+    ("- id: r\n  trigers:\n    - trigger: caption\n", "1:3", "triggers: required key is missing"),
+    ("- id: Bad Id\n  triggers:\n    - trigger: caption\n      any: [dog]\n", "1:3", "id: ids must be lowercase"),
+    ("id: r\n", "1:1", "unknown key"),
+    (
+        "- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  conditions:\n    - or:\n        - not:\n"
+        "            - condition: time\n              after: '7pm'\n",
+        "9:15",
+        "conditions[0].or[0].not[0].after: '7pm' is not a time of day",
+    ),
+]
+
+
+@pytest.mark.parametrize("text,position,fragment", BAD_RULES)
+def test_rule_errors_name_file_line_col(tmp_path, text, position, fragment):
+    # given
+    path = write(tmp_path, "rules.yaml", text)
+    # when
+    rules, errors = load_rules([path], known_cameras=["gate"])
+    # then
+    assert rules == [], "a file with an error is skipped"
+    assert any(e.startswith(f"{path}:{position}: ") and fragment in e for e in errors), f"wanted {position} ... {fragment} in {errors}"
+
+
+def test_error_messages_name_the_rule(tmp_path):
+    path = write(tmp_path, "r.yaml", "- id: fire\n  triggers:\n    - trigger: caption\n      regex: '(x'\n")
+    _, errors = load_rules([path])
+    assert errors == [f"{path}:4:7: rule fire: triggers[0].regex: invalid regex '(x': missing ), unterminated subpattern at position 0"]
+
+
+def test_bad_file_is_skipped_good_file_still_loads(tmp_path):
+    # given
+    good = write(tmp_path, "a_good.yaml", GOOD)
+    bad = write(tmp_path, "b_bad.yaml", "- id: broken\n  triggers: []\n")
+    # when
+    rules, errors = load_rules([tmp_path / "*.yaml"], ["gate"])
+    # then
+    assert [r.id for r in rules] == ["person_at_gate"]
+    assert len(errors) == 1 and errors[0].startswith(f"{bad}:2:3: rule broken: triggers:")
+    assert good.exists()
+
+
+def test_duplicate_id_across_files_skips_the_later_file(tmp_path):
+    first = write(tmp_path, "a.yaml", GOOD)
+    second = write(tmp_path, "b.yaml", "- id: other\n  triggers:\n    - trigger: caption\n      any: [cat]\n" + GOOD.lstrip("\n"))
+    rules, errors = load_rules([first, second], ["gate"])
+    assert [r.id for r in rules] == ["person_at_gate"]
+    assert errors == [f"{second}:5:3: duplicate rule id 'person_at_gate' (first in {first}:1)"]
+
+
+def test_pattern_matching_no_file_is_reported(tmp_path):
+    rules, errors = load_rules([tmp_path / "nothing-*.yaml"])
+    assert rules == [] and errors == [f"{tmp_path / 'nothing-*.yaml'}: no rule files match this pattern"]
+
+
+def test_missing_file_is_reported(tmp_path):
+    _, errors = load_rules([tmp_path / "gone.yaml"])
+    assert errors[0].startswith(f"{tmp_path / 'gone.yaml'}:1:1: cannot read file")
+
+
+def test_file_level_synonyms_and_mapping_form(tmp_path):
+    # given a rule file with its own synonym group
+    path = write(tmp_path, "r.yaml", """
+        synonyms:
+          barrier: [fence, gate, wall]
+        rules:
+          - id: climb
+            triggers:
+              - trigger: caption
+                all: ["@person", "@barrier"]
+    """)
+    # when
+    rules, errors = load_rules([path])
+    engine = RuleEngine(rules)
+    # then
+    assert errors == []
+    assert engine.process(Caption("gate", 1, 1.0, 1.0, "a boy sits on a wall", "m", 1.0))
+    assert not engine.process(Caption("gate", 2, 2.0, 2.0, "a boy sits on a bench", "m", 2.0))
+
+
+def test_mapping_form_errors_point_into_rules(tmp_path):
+    path = write(tmp_path, "r.yaml", "synonyms:\n  x: [a]\nrules:\n  - id: r\n    triggers:\n      - trigger: caption\n        any: ['@y']\n")
+    _, errors = load_rules([path])
+    assert len(errors) == 1 and errors[0].startswith(f"{path}:7:15: rule r: triggers[0].any: unknown synonym group @y"), errors
+
+
+def test_empty_file_is_an_empty_rule_set(tmp_path):
+    assert load_rules([write(tmp_path, "r.yaml", "# nothing yet\n")]) == ([], [])
+
+
+# --- hot reload -----------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def touch_later(path: Path, text: str, seconds: int) -> None:
+    """Rewrite `path` with a distinct mtime (file systems may keep 1 s resolution)."""
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 1_000_000_000))
+
+
+def test_hot_reload_swaps_rules_on_change(tmp_path):
+    # given
+    path = write(tmp_path, "r.yaml", GOOD)
+    rules, _ = load_rules([path], ["gate"])
+    engine, clock = RuleEngine(rules, ["gate"]), FakeClock()
+    watcher = RuleWatcher([str(path)], engine, ["gate"], interval_s=2.0, clock=clock)
+    # when nothing changed
+    clock.now = 5
+    assert watcher.poll() is False
+    # when the file changes but the interval has not passed
+    touch_later(path, GOOD.replace("person_at_gate", "someone_at_gate"), 10)
+    clock.now = 6
+    assert watcher.poll() is False
+    # then after the interval
+    clock.now = 7.5
+    assert watcher.poll() is True
+    assert [r.id for r in engine.rules] == ["someone_at_gate"]
+
+
+def test_bad_reload_keeps_old_rules_and_logs_one_line(tmp_path, caplog):
+    # given good rules in use
+    path = write(tmp_path, "r.yaml", GOOD)
+    rules, _ = load_rules([path], ["gate"])
+    engine, clock = RuleEngine(rules, ["gate"]), FakeClock()
+    watcher = RuleWatcher([str(path)], engine, ["gate"], interval_s=2.0, clock=clock)
+    # when the file is saved with a broken regex
+    touch_later(path, GOOD + "      regex: '(oops'\n", 10)
+    clock.now = 3
+    with caplog.at_level(logging.WARNING, logger="streamcap.rules"):
+        reloaded = watcher.poll()
+        clock.now = 6
+        watcher.poll()  # the same bad state is not reported again
+    # then
+    assert reloaded is False
+    assert [r.id for r in engine.rules] == ["person_at_gate"]
+    assert engine.process(Caption("gate", 1, 1.0, 1.0, "a man at the gate", "m", 1.0)), "old rules still run"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert f"keeping the 1 current rules: {path}:6:7: rule person_at_gate: triggers[0].regex: invalid regex" in warnings[0]
+    # when it is fixed again
+    touch_later(path, GOOD.replace("@person", "dog"), 20)
+    clock.now = 9
+    assert watcher.poll() is True
+    assert engine.rules[0].triggers[0].any == ["dog"]
+
+
+def test_reload_sees_new_files_matching_a_glob(tmp_path):
+    write(tmp_path, "a.yaml", GOOD)
+    pattern = str(tmp_path / "*.yaml")
+    engine, clock = RuleEngine(load_rules([pattern])[0]), FakeClock()
+    watcher = RuleWatcher([pattern], engine, clock=clock)
+    write(tmp_path, "b.yaml", GOOD.replace("person_at_gate", "second"))
+    clock.now = 10
+    assert watcher.poll() is True
+    assert [r.id for r in engine.rules] == ["person_at_gate", "second"]
+
+
+# --- CLI ------------------------------------------------------------------
+
+
+def test_cli_rules_check_examples_ok(capsys, monkeypatch):
+    monkeypatch.setenv("CAMERA_PASSWORD", "x")
+    monkeypatch.setenv("MQTT_PASSWORD", "y")
+    code = main(["rules", "check", str(REPO / "rules" / "*.yaml"), "--config", str(REPO / "deploy" / "streamcap.example.yaml")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert out.out.startswith("ok: ") and "in 5 files" in out.out
+
+
+def test_cli_rules_check_errors_exit_2(tmp_path, capsys):
+    path = write(tmp_path, "r.yaml", "- id: r\n  triggers:\n    - trigger: caption\n      regex: '(x'\n")
+    assert main(["rules", "check", str(path)]) == 2
+    assert f"{path}:4:7: rule r: triggers[0].regex: invalid regex" in capsys.readouterr().err
+
+
+def test_cli_rules_test_explains(capsys):
+    # when a person climbs a fence at 23:00 Paris time
+    code = main([
+        "rules", "test", str(REPO / "rules" / "intrusion_at_night.yaml"), "--camera", "gate",
+        "--caption", "a man climbs a fence", "--at", "2026-11-25T23:00", "--timezone", "Europe/Paris",
+    ])
+    out = capsys.readouterr().out
+    # then the regex trigger fires immediately, the person trigger would need debounce
+    assert code == 0
+    assert "intrusion_at_night: FIRES (alert)" in out
+    assert "trigger 1 debounce: needs 2 matching captions in the last 3" in out
+    assert "time: Wed 23:00 Europe/Paris is within 22:00-06:00" in out
+
+
+def test_cli_rules_test_outside_schedule_exit_1(capsys):
+    code = main([
+        "rules", "test", str(REPO / "rules" / "intrusion_at_night.yaml"), "--camera", "gate",
+        "--caption", "a man climbs a fence", "--at", "2026-11-25T12:00",
+    ])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "intrusion_at_night: no" in out and "outside 22:00-06:00" in out
+
+
+def test_build_rules_from_config(tmp_path, caplog):
+    # given a config with one good and one bad rule file, and a camera without snapshots
+    write(tmp_path, "good.yaml", GOOD)
+    write(tmp_path, "bad.yaml", "- id: x\n  cameras: [nowhere]\n  triggers:\n    - trigger: caption\n      any: [dog]\n")
+    config = load_config(write(tmp_path, "c.yml", "timezone: Europe/Paris\ncameras:\n  gate:\n    url: 0\n    snapshot: false\nrules:\n  paths: ['*.yaml']\n"), env={})
+    # when
+    with caplog.at_level(logging.INFO, logger="streamcap.rules"):
+        engine, watcher = build_rules(config)
+    # then
+    assert [r.id for r in engine.rules] == ["person_at_gate"] and engine.timezone == "Europe/Paris"
+    assert watcher is not None and watcher.paths == [str(tmp_path / "*.yaml")]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "bad.yaml:2:13: rule x: cameras: unknown camera 'nowhere'" in errors[0]
+    frame = Frame("gate", 1, 1.0, 1.0, np.zeros((8, 8, 3), np.uint8))
+    (alarm,) = engine.process(Caption("gate", 1, 1.0, 1.0, "a man", "m", 1.0, frame=frame))
+    assert alarm.snapshot_jpeg is None, "camera config says snapshot: false"
