@@ -1,0 +1,232 @@
+"""Cameras against a real GStreamer RTSP server: frames, restarts, hangs, bad URLs.
+
+Waits poll a condition up to a generous deadline (the box is shared with a
+training job); nothing here asserts a speed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from streamcap.capture import Batcher, CameraSource, CaptureHub, FrameSampler
+from streamcap.messages import CameraState, StatusEvent
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 45.0
+
+
+def wait_for(condition, what: str, timeout_s: float = WAIT_S) -> float:
+    """Poll until condition() holds; returns the seconds it took, fails naming `what`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def cameras():
+    """Start CameraSources; every one is stopped and joined in teardown, before any server dies."""
+    started: list[CameraSource] = []
+
+    def make(camera_id: str, url: str, **options) -> CameraSource:
+        options = {"open_timeout_s": 3.0, "read_timeout_s": 2.0, "reconnect_initial_s": 0.2, "reconnect_max_s": 1.0} | options
+        camera = CameraSource(camera_id, url, **options)
+        started.append(camera)
+        camera.start()
+        return camera
+
+    yield make
+    for camera in started:
+        camera.request_stop()
+    for camera in started:
+        assert camera.stop(), f"camera {camera.camera_id} reader did not stop"
+
+
+def frames_grow(camera: CameraSource, by: int = 10):
+    start = camera.stats().frames_read
+    return lambda: camera.stats().frames_read >= start + by
+
+
+def test_served_clip_arrives_and_camera_is_connected(rtsp_server, cameras):
+    # given
+    server = rtsp_server("car-detection.mp4")
+
+    # when
+    camera = cameras("lot", server.url)
+    wait_for(lambda: camera.stats().frames_read >= 20, "20 frames over RTSP")
+
+    # then
+    assert camera.state == CameraState.connected
+    frame = camera.read_latest(timeout_s=5)
+    assert frame.camera_id == "lot"
+    assert frame.image.shape == (432, 768, 3), "the clip's own size, decoded"
+    assert camera.stats().reconnects == 0
+
+
+def test_killed_server_is_reported_and_frames_resume_after_restart(rtsp_server, cameras):
+    # given
+    server = rtsp_server(pattern=True)
+    events: list[StatusEvent] = []
+    camera = cameras("gate", server.url, on_status=events.append)
+    wait_for(lambda: camera.state == CameraState.connected, "connected")
+
+    # when
+    server.kill()
+    wait_for(lambda: camera.state in (CameraState.reconnecting, CameraState.down), "the loss to be reported")
+    wait_for(lambda: camera.state == CameraState.down, "failed reconnects to mark it down")
+    server.restart()
+    wait_for(lambda: camera.state == CameraState.connected, "reconnect after restart on the same port")
+    wait_for(frames_grow(camera), "frames to resume")
+
+    # then
+    states = [e.value for e in events if e.kind == "camera_state"]
+    assert states[:4] == ["connecting", "connected", "reconnecting", "down"], states
+    assert states[-1] == "connected"
+    assert camera.stats().reconnects >= 1
+    assert any(e.kind == "reconnect" for e in events)
+
+
+def test_frozen_server_is_detected_as_hung_and_recovers_when_it_resumes(rtsp_server, cameras):
+    # given: SIGSTOP keeps the TCP connection open with no data, like a hung camera
+    server = rtsp_server(pattern=True)
+    camera = cameras("porch", server.url, read_timeout_s=2.0)
+    wait_for(lambda: camera.state == CameraState.connected, "connected")
+    wait_for(frames_grow(camera), "steady frames")
+
+    # when
+    server.freeze()
+    try:
+        # OpenCV's defaults would block 30 s per read and fail after ~90 s;
+        # with the read timeout the reader gives up after about 2 s.
+        took = wait_for(lambda: camera.state != CameraState.connected, "the hang to be detected", timeout_s=20)
+        detail = camera.detail
+    finally:
+        server.resume()
+    wait_for(lambda: camera.state == CameraState.connected, "reconnect once the server resumes")
+    wait_for(frames_grow(camera), "frames after the hang")
+
+    # then
+    assert "hung" in detail or "read failed" in detail, detail
+    print(f"hang detected after {took:.1f} s (read_timeout_s=2.0)")
+
+
+def test_unreachable_and_refused_cameras_go_down_while_the_others_keep_reading(rtsp_server, cameras, caplog):
+    # given: a server with basic auth, and four cameras pointing at it in various wrong ways
+    server = rtsp_server(pattern=True, user="admin", password="s3cret-pw")
+    closed_port = server.port + 1 if server.port < 65000 else server.port - 1
+    caplog.set_level(logging.INFO, logger="streamcap.capture")
+    events: list[StatusEvent] = []
+    good = cameras("good", server.url_with("admin", "s3cret-pw"), on_status=events.append)
+    broken = {
+        "bad_creds": cameras("bad_creds", server.url_with("admin", "wrong-pw"), on_status=events.append),
+        "bad_path": cameras("bad_path", server.url_with("admin", "s3cret-pw", path="nope"), on_status=events.append),
+        "unreachable": cameras("unreachable", f"rtsp://admin:s3cret-pw@127.0.0.1:{closed_port}/stream", on_status=events.append),
+    }
+
+    # when
+    wait_for(lambda: all(c.state == CameraState.down for c in broken.values()), "the three broken cameras down")
+    wait_for(lambda: all(c.stats().reconnects >= 2 for c in broken.values()), "retries of the broken cameras")
+    wait_for(frames_grow(good, by=30), "the good camera to keep reading")
+
+    # then
+    assert good.state == CameraState.connected
+    for name, camera in broken.items():
+        assert camera.stats().frames_read == 0, name
+        assert "cannot open rtsp://***:***@127.0.0.1" in camera.detail, camera.detail
+    said = [e.detail for e in events] + [r.getMessage() for r in caplog.records]
+    assert not [line for line in said if "s3cret-pw" in line or "wrong-pw" in line], "credentials leaked"
+    assert any("'unreachable'" in line and "down" in line for line in said)
+
+
+def test_hub_keeps_batching_one_camera_while_another_server_dies(rtsp_server):
+    # given: two cameras on two servers behind one hub
+    first, second = rtsp_server(pattern=True), rtsp_server(pattern=True)
+    cams = {
+        "one": CameraSource("one", first.url, open_timeout_s=3.0, read_timeout_s=2.0, reconnect_initial_s=0.2, reconnect_max_s=1.0),
+        "two": CameraSource("two", second.url, open_timeout_s=3.0, read_timeout_s=2.0, reconnect_initial_s=0.2, reconnect_max_s=1.0),
+    }
+    hub = CaptureHub(cams, {name: FrameSampler(interval_s=0.2) for name in cams}, Batcher(max_batch=2, max_wait_ms=50))
+    hub.start()
+    try:
+        wait_for(lambda: set(hub.states().values()) == {CameraState.connected}, "both connected")
+
+        # when
+        second.kill()
+        wait_for(lambda: hub.states()["two"] != CameraState.connected, "camera two lost")
+        from_one = 0
+        deadline = time.monotonic() + WAIT_S
+        while from_one < 5 and time.monotonic() < deadline:
+            batch = hub.next_batch(timeout_s=1.0)
+            from_one += sum(f.camera_id == "one" for f in batch.frames) if batch else 0
+        state_two = hub.states()["two"]
+    finally:
+        assert hub.stop(), "a reader did not stop"
+
+    # then
+    assert from_one >= 5, "camera one kept reaching the batcher"
+    assert state_two in (CameraState.reconnecting, CameraState.down)
+
+
+def test_stop_while_the_camera_is_hung_joins_the_reader(rtsp_server):
+    # given: the reader is blocked inside cap.read() on a frozen server
+    server = rtsp_server(pattern=True)
+    camera = CameraSource("hung", server.url, open_timeout_s=3.0, read_timeout_s=2.0)
+    camera.start()
+    try:
+        wait_for(lambda: camera.state == CameraState.connected, "connected")
+        server.freeze()
+
+        # when
+        joined = camera.stop()
+    finally:
+        camera.stop()
+        server.resume()
+
+    # then
+    assert joined, "stop() must wait out the blocked read (bounded by read_timeout_s)"
+    assert camera.state == CameraState.stopped
+
+
+STOP_AND_EXIT = """
+import sys, time
+from streamcap.capture import CameraSource
+camera = CameraSource("hung", sys.argv[1], open_timeout_s=3.0, read_timeout_s=2.0)
+camera.start()
+deadline = time.monotonic() + 40
+while camera.stats().frames_read < 5 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("frames", camera.stats().frames_read, flush=True)
+sys.stdin.readline()  # the test freezes the server, then says go
+sys.exit(0 if camera.stop() else 1)
+"""
+
+
+def test_process_exits_cleanly_when_stopped_during_a_blocked_read(rtsp_server):
+    # given: a separate Python process reading a camera whose server then freezes
+    import subprocess
+    import sys
+
+    server = rtsp_server(pattern=True)
+    proc = subprocess.Popen([sys.executable, "-c", STOP_AND_EXIT, server.url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        server.freeze()
+
+        # when: stop() and exit while the reader sits in cap.read()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.resume()
+
+    # then: 134 would mean the interpreter died under a thread still inside OpenCV
+    assert first.startswith("frames") and int(first.split()[1]) >= 5, first
+    assert code == 0, f"exit code {code}"
