@@ -284,3 +284,13 @@ def test_build_rules_from_config(tmp_path, caplog):
     frame = Frame("gate", 1, 1.0, 1.0, np.zeros((8, 8, 3), np.uint8))
     (alarm,) = engine.process(Caption("gate", 1, 1.0, 1.0, "a man", "m", 1.0, frame=frame))
     assert alarm.snapshot_jpeg is None, "camera config says snapshot: false"
+
+
+def test_unquoted_times_of_day_are_understood(tmp_path):
+    # given YAML 1.1 reads an unquoted 22:00 as the integer 1320
+    path = write(tmp_path, "r.yaml", GOOD + "  conditions:\n    - condition: time\n      after: 22:00\n      before: 06:00\n")
+    # when
+    rules, errors = load_rules([path])
+    # then
+    assert errors == []
+    assert (f"{rules[0].conditions[0].after:%H:%M}", f"{rules[0].conditions[0].before:%H:%M}") == ("22:00", "06:00")
