@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,26 +51,30 @@ def load_rules(paths: Iterable[str | os.PathLike], known_cameras: Iterable[str] 
     return [s.rule for s in sources], errors
 
 
-def load_rule_sources(paths: Iterable[str | os.PathLike], known_cameras: Iterable[str] | None = None) -> tuple[list[RuleSource], list[str]]:
+def load_rule_sources(
+    paths: Iterable[str | os.PathLike],
+    known_cameras: Iterable[str] | None = None,
+    fallback: Mapping[str, list[RuleSource]] | None = None,
+) -> tuple[list[RuleSource], list[str]]:
+    """(rules with their origin, errors). A file with problems contributes `fallback[file]`
+    (its last good version, on reload) or nothing."""
     files, errors = expand_paths(paths)
     cameras = None if known_cameras is None else sorted(known_cameras)
     loaded: list[RuleSource] = []
     seen: dict[str, RuleSource] = {}
     for path in files:
-        sources, problems = load_rule_file(path, cameras)
-        for source in sources:
+        fresh, problems = load_rule_file(path, cameras)
+        for source in fresh:
             first = seen.get(source.rule.id)
-            if first is not None and first.path != source.path:
+            if first is not None:
                 problems.append(f"{source.path}:{source.line}:{source.col}: duplicate rule id {source.rule.id!r} (first in {first.path}:{first.line})")
-            elif first is None:
-                seen[source.rule.id] = source
+        chosen = fresh
         if problems:
             errors.extend(problems)
-            for source in sources:
-                if seen.get(source.rule.id) is source:
-                    del seen[source.rule.id]
-            continue
-        loaded.extend(sources)
+            chosen = [s for s in (fallback or {}).get(path, []) if s.rule.id not in seen]
+        for source in chosen:
+            seen[source.rule.id] = source
+        loaded.extend(chosen)
     return loaded, errors
 
 

@@ -2,18 +2,21 @@
 
 No thread of its own: the dispatch thread calls `poll()` between captions, so
 rules are swapped on the only thread that uses them and nothing needs a lock.
-A reload with any error keeps the old rules and logs one line saying why.
+A file that fails to reload keeps its previous rules (other files still
+reload) and one line per reload says why, so a half-typed edit never silently
+drops an alarm rule.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from streamcap.config.schema import StreamcapConfig
 from streamcap.rules.engine import RuleEngine
-from streamcap.rules.load import expand_paths, load_rules
+from streamcap.rules.load import RuleSource, expand_paths, load_rule_sources
 
 log = logging.getLogger("streamcap.rules")
 
@@ -34,7 +37,11 @@ def file_signature(paths: Iterable[str]) -> Signature:
 
 
 class RuleWatcher:
-    """Reloads `engine`'s rules when the rule files change; call `poll()` often, it is cheap."""
+    """Reloads `engine`'s rules when the rule files change; call `poll()` often, it is cheap.
+
+    `sources` are the rules in force with their files (as `load_rule_sources`
+    returns them); without them the watcher reads the files once now.
+    """
 
     def __init__(
         self,
@@ -43,6 +50,7 @@ class RuleWatcher:
         known_cameras: Iterable[str] | None = None,
         interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        sources: list[RuleSource] | None = None,
     ):
         self.paths = [str(p) for p in paths]
         self.engine = engine
@@ -50,12 +58,13 @@ class RuleWatcher:
         self.interval_s = interval_s
         self.clock = clock
         self._signature = file_signature(self.paths)
+        self._sources = sources if sources is not None else load_rule_sources(self.paths, self.known_cameras)[0]
         self._next_check = clock() + interval_s
         self.reloads = 0
         self.failed_reloads = 0
 
     def poll(self) -> bool:
-        """Reload if the interval has passed and a file changed; True when new rules went in."""
+        """Reload if the interval has passed and a file changed; True when the rules changed."""
         now = self.clock()
         if now < self._next_check:
             return False
@@ -68,13 +77,20 @@ class RuleWatcher:
         return self.reload()
 
     def reload(self) -> bool:
-        rules, errors = load_rules(self.paths, self.known_cameras)
+        fallback: dict[str, list[RuleSource]] = defaultdict(list)
+        for source in self._sources:
+            fallback[source.path].append(source)
+        sources, errors = load_rule_sources(self.paths, self.known_cameras, fallback)
         if errors:
             self.failed_reloads += 1
             more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-            log.warning("rules not reloaded, keeping the %d current rules: %s%s", len(self.engine.rules), errors[0], more)
+            log.warning("rules: files with errors keep their previous rules: %s%s", errors[0], more)
+        rules = [s.rule for s in sources]
+        if rules == self.engine.rules:
+            self._sources = sources
             return False
         self.engine.replace_rules(rules)
+        self._sources = sources
         self.reloads += 1
         log.info("rules reloaded: %d rules (%s)", len(rules), ", ".join(r.id for r in rules) or "none")
         return True
@@ -86,12 +102,15 @@ def build_rules(config: StreamcapConfig, clock: Callable[[], float] = time.time)
     Bad files are logged (one line per problem) and skipped; the rest run.
     """
     cameras = list(config.cameras)
-    rules, errors = load_rules(config.rules.paths, cameras)
+    sources, errors = load_rule_sources(config.rules.paths, cameras)
+    rules = [s.rule for s in sources]
     for error in errors:
         log.error("%s", error)
     snapshot_cameras = [cid for cid, cam in config.cameras.items() if cam.snapshot]
     engine = RuleEngine(rules, cameras, clock=clock, timezone=config.timezone, snapshot_cameras=snapshot_cameras)
     skipped = "; files with problems were skipped" if errors else ""
     log.info("rules: %d loaded, %d problems%s", len(rules), len(errors), skipped)
-    watcher = RuleWatcher(config.rules.paths, engine, cameras, interval_s=config.rules.reload_interval_s) if config.rules.reload else None
+    watcher = None
+    if config.rules.reload:
+        watcher = RuleWatcher(config.rules.paths, engine, cameras, interval_s=config.rules.reload_interval_s, sources=sources)
     return engine, watcher

@@ -207,12 +207,30 @@ def test_bad_reload_keeps_old_rules_and_logs_one_line(tmp_path, caplog):
     assert engine.process(Caption("gate", 1, 1.0, 1.0, "a man at the gate", "m", 1.0)), "old rules still run"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0]
-    assert f"keeping the 1 current rules: {path}:6:7: rule person_at_gate: triggers[0].regex: invalid regex" in warnings[0]
+    assert f"keep their previous rules: {path}:6:7: rule person_at_gate: triggers[0].regex: invalid regex" in warnings[0]
     # when it is fixed again
     touch_later(path, GOOD.replace("@person", "dog"), 20)
     clock.now = 9
     assert watcher.poll() is True
     assert engine.rules[0].triggers[0].any == ["dog"]
+
+
+def test_a_broken_file_does_not_block_reloads_of_the_others(tmp_path):
+    # given two files in force
+    a = write(tmp_path, "a.yaml", GOOD)
+    b = write(tmp_path, "b.yaml", GOOD.replace("person_at_gate", "dog_at_gate").replace("@person", "dog"))
+    pattern = str(tmp_path / "*.yaml")
+    engine, clock = RuleEngine(load_rules([pattern])[0]), FakeClock()
+    watcher = RuleWatcher([pattern], engine, clock=clock)
+    # when b is broken and stays broken, then a is edited
+    touch_later(b, "- id: dog_at_gate\n  triggers: [\n", 10)
+    clock.now = 3
+    assert watcher.poll() is False
+    touch_later(a, GOOD.replace("@person", "@vehicle"), 20)
+    clock.now = 6
+    # then a's edit goes in and b keeps its last good version
+    assert watcher.poll() is True
+    assert [(r.id, r.triggers[0].any) for r in engine.rules] == [("person_at_gate", ["@vehicle"]), ("dog_at_gate", ["dog"])]
 
 
 def test_reload_sees_new_files_matching_a_glob(tmp_path):
