@@ -5,10 +5,15 @@ training job); nothing here asserts a speed.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import cv2
 import pytest
+from rtsp_fixtures import videos_dir
 
 from streamcap.capture import Batcher, CameraSource, CaptureHub, FrameSampler
 from streamcap.messages import CameraState, StatusEvent
@@ -230,3 +235,65 @@ def test_process_exits_cleanly_when_stopped_during_a_blocked_read(rtsp_server):
     # then: 134 would mean the interpreter died under a thread still inside OpenCV
     assert first.startswith("frames") and int(first.split()[1]) >= 5, first
     assert code == 0, f"exit code {code}"
+
+
+class MjpegHandler(BaseHTTPRequestHandler):
+    """multipart/x-mixed-replace JPEGs, as IP cameras serve at /video.mjpg."""
+
+    jpegs: list[bytes] = []
+
+    def do_GET(self) -> None:
+        if self.path != "/video.mjpg":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        try:
+            for i in itertools.count():
+                jpeg = self.jpegs[i % len(self.jpegs)]
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpeg), jpeg))
+                if self.server.stopping.wait(0.08):
+                    return
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def mjpeg_server():
+    """An HTTP MJPEG camera in a thread on 127.0.0.1:<free port>, serving frames of a shared clip."""
+    clip = videos_dir() / "pedestrians-campus.mp4"
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found; set STREAMCAP_DATA to the folder with videos/")
+    cap = cv2.VideoCapture(str(clip))
+    MjpegHandler.jpegs = [cv2.imencode(".jpg", cap.read()[1])[1].tobytes() for _ in range(20)]
+    cap.release()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MjpegHandler)
+    server.daemon_threads = True
+    server.stopping = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, name="mjpeg-server")
+    thread.start()
+    yield server
+    server.stopping.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_http_mjpeg_camera_delivers_frames_and_bad_path_goes_down(mjpeg_server, cameras):
+    # given
+    base = f"http://127.0.0.1:{mjpeg_server.server_address[1]}"
+
+    # when
+    camera = cameras("web", f"{base}/video.mjpg")
+    missing = cameras("web_missing", f"{base}/nope.mjpg")
+    wait_for(lambda: camera.stats().frames_read >= 10, "10 MJPEG frames")
+    wait_for(lambda: missing.state == CameraState.down, "the 404 camera down")
+
+    # then
+    assert camera.state == CameraState.connected
+    assert camera.read_latest(timeout_s=5).image.shape == (360, 480, 3)
+    assert camera.kind == "http"
