@@ -18,6 +18,8 @@ live camera, and restarts from the beginning when `loop` is set. Errors that
 retrying cannot fix (missing or corrupt file, GStreamer pipeline without
 GStreamer) put the camera `down` for good. Every state change is logged with
 the camera id and a redacted URL and sent as a StatusEvent to `on_status`.
+Both callbacks run on the reader thread and must not block (use put_nowait on
+a queue): a blocking callback would stall this camera, never the others.
 
 Shutdown order matters: the reader thread releases its own capture after its
 loop ends, so `stop()` only sets the stop event and joins; a capture is never
@@ -215,6 +217,7 @@ class CameraSource:
         network = self.kind in ("rtsp", "http")
         connected_mono: float | None = None
         next_due = time.monotonic()
+        rewound = False  # a read right after a rewind must succeed, or the file is broken
         while not self._stop.is_set():
             started = time.monotonic()
             ok, image = cap.read()
@@ -227,13 +230,16 @@ class CameraSource:
                     if not self.loop:
                         self._set_state(CameraState.stopped, "end of file (loop is off)")
                         return None
-                    if self._rewind(cap):
+                    if not rewound and cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                        rewound = True
+                        self._loops += 1
                         continue
                     return "cannot restart the video file from the beginning"
                 return "read failed (stream ended or connection lost)"
             if network and took_s >= self.read_timeout_s:
                 # FFmpeg hands back a stale frame when its read timeout fires.
                 return f"no frame for {took_s:.1f} s (camera hung)"
+            rewound = False
             if connected_mono is None:
                 connected_mono = time.monotonic()
                 self._set_state(CameraState.connected, self.display_url)
@@ -248,13 +254,6 @@ class CameraSource:
                 elif wait_s < -1.0:  # fell far behind (loaded box): don't burst to catch up
                     next_due = time.monotonic()
         return None
-
-    def _rewind(self, cap: cv2.VideoCapture) -> bool:
-        self._loops += 1
-        if not cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
-            return False
-        ok = cap.grab()  # make sure the rewind really worked before carrying on
-        return bool(ok)
 
     def _deliver(self, image) -> None:
         now_mono = time.monotonic()
