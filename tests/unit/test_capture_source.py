@@ -243,3 +243,28 @@ def test_build_hub_from_camera_configs(short_clip):
     assert (camera.kind, camera.loop) == ("file", True)
     assert (sampler.interval_s, sampler.scene_change_threshold) == (0.5, 0.01)
     assert hub.batcher.max_batch == 2
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (None, None),  # unset: OpenCV's own default is TCP
+        ("analyzeduration;200000", "rtsp_transport;tcp|analyzeduration;200000"),
+        ("", "rtsp_transport;tcp"),
+        ("rtsp_transport;udp", "rtsp_transport;udp"),  # an explicit choice is respected
+    ],
+)
+def test_ffmpeg_options_without_a_transport_get_tcp_added(monkeypatch, before, after):
+    # given
+    from streamcap.capture.video import _force_rtsp_tcp
+
+    if before is None:
+        monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
+    else:
+        monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", before)
+
+    # when
+    _force_rtsp_tcp()
+
+    # then
+    assert os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS") == after
