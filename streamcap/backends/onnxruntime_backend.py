@@ -33,7 +33,8 @@ def make_session(path, device: str = "cpu", threads: int | None = None):
     options.log_severity_level = 3  # the pipeline logs what matters; ORT's warnings are noise here
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=[provider, "CPUExecutionProvider"])
+    fallback = [] if provider == PROVIDERS["cpu"] else [PROVIDERS["cpu"]]  # for ops CUDA lacks
+    session = ort.InferenceSession(str(path), options, providers=[provider, *fallback])
     if session.get_providers()[0] != provider:
         # onnxruntime-gpu without a working CUDA silently falls back to the CPU.
         raise BackendUnavailable(f"{provider} failed to initialise (no usable CUDA device or libraries)")
