@@ -115,6 +115,8 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, precision: str, batch_
         rest = tuple(tensor.shape)[1:]
         profile.set_shape(tensor.name, (low, *rest), (opt, *rest), (high, *rest))
     config.add_optimization_profile(profile)
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: the parity reference
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16, not fp32
     if precision == "int8":
@@ -181,6 +183,8 @@ class TrtEngine:
 
     def __call__(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Inputs on any device -> outputs on the GPU, by name."""
+        # Inputs made on another stream (GPU preprocessing) must be finished first.
+        self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
             held = []  # device inputs must outlive the asynchronous execution
             for name in self.inputs:
