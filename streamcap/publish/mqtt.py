@@ -76,6 +76,7 @@ class MqttPublisher:
         self._inflight: collections.OrderedDict[int, set[int]] = collections.OrderedDict()  # seq -> mids
         self._mid_seq: dict[int, int] = {}
         self._last_handed = 0
+        self.alarms_handed = 0  # alarms given to paho; exactly once each per process (tests check this)
         # Caption backlog: MQTTMessageInfo of captions paho has not written yet.
         self._caption_lock = threading.Lock()
         self._pending_captions: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
@@ -335,6 +336,7 @@ class MqttPublisher:
         if not self._inflight:
             self._alias_mark = self._captions_sent
         self._inflight[entry.seq] = mids
+        self.alarms_handed += 1
         for mid in mids:
             self._mid_seq[mid] = entry.seq
         return True
