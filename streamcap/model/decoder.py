@@ -135,19 +135,15 @@ class AttentionDecoder(nn.Module):
         return F.log_softmax(logits, -1), (h_att, c_att, h_lang, c_lang)
 
     def forward(self, grid: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: next-token log-probs (B, T, V); stops once every caption has ended."""
+        """Teacher forcing: next-token log-probs (B, T, V)."""
         memory = self.prepare(grid)
         state = self.init_state(memory)
-        B, T = inputs.shape
-        lengths = (inputs != 0).sum(1)  # (B,)
-        out = memory[0].new_zeros(B, T, self.config.vocab_size)  # (B, T, V)
-        for t in range(T):
-            # Captions are not sorted, so compute every row; rows past their end are masked by the loss.
-            if not bool((lengths > t).any()):
-                break
-            logprobs, state = self.step(inputs[:, t], state, memory)
-            out[:, t] = logprobs
-        return out
+        steps = []
+        # Rows past their caption's end are computed too (the loss masks them): batches are length-bucketed.
+        for t in range(inputs.shape[1]):
+            logprobs, state = self.step(inputs[:, t], state, memory)  # (B, V)
+            steps.append(logprobs)
+        return torch.stack(steps, 1)  # (B, T, V)
 
 
 DECODERS = {"merge": MergeDecoder, "attention": AttentionDecoder}

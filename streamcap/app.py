@@ -1,0 +1,77 @@
+"""Composition root: a validated config in, a ready Pipeline out.
+
+Reads like the boot order: metrics, cameras, model, rules, publishers, HTTP.
+Probing the hardware (which backend loads) happens here, not in config
+validation, and fails with a one-line reason.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from dataclasses import dataclass
+
+from streamcap.backends.select import load_captioner
+from streamcap.capture.hub import build_hub
+from streamcap.config.schema import StreamcapConfig
+from streamcap.http import MetricsServer
+from streamcap.metrics import Metrics
+from streamcap.pipeline import Pipeline
+from streamcap.publish.base import PublisherSet
+from streamcap.publish.console import ConsolePublisher
+from streamcap.publish.mqtt import MqttPublisher
+from streamcap.publish.mqtt_settings import MqttSettings
+from streamcap.rules.watch import build_rules
+
+log = logging.getLogger("streamcap.app")
+
+
+@dataclass
+class App:
+    pipeline: Pipeline
+    http: MetricsServer | None
+
+    def start(self) -> None:
+        if self.http:
+            self.http.start()
+            log.info("metrics and health at %s", self.http.url)
+        self.pipeline.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        try:
+            self.pipeline.stop(timeout_s)
+        finally:
+            if self.http:
+                self.http.stop()
+
+
+def build(config: StreamcapConfig, captioner=None, console_stream=None) -> App:
+    metrics = Metrics()
+    status_events: queue.SimpleQueue = queue.SimpleQueue()
+
+    if captioner is None:
+        m = config.model
+        captioner = load_captioner(
+            model_path=m.path, backend=m.backend, beam_size=m.beam_size, length_penalty=m.length_penalty,
+            precision=m.precision, max_batch=m.max_batch, encoder_weights=m.encoder_weights,
+        )
+    hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put)
+    engine, watcher = build_rules(config)
+
+    publishers = []
+    if config.outputs.console or config.outputs.jsonl:
+        stream = console_stream if config.outputs.console else open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+        publishers.append(ConsolePublisher(stream=stream, jsonl_path=config.outputs.jsonl, metrics=metrics))
+    if config.mqtt is not None:
+        settings = MqttSettings.from_config(config.mqtt, config.device_id)
+        publishers.append(MqttPublisher(settings, metrics=metrics, on_status=status_events.put))
+    publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
+
+    pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events)
+    http = MetricsServer(metrics, config.http.host, config.http.port) if config.http.enabled else None
+    log.info(
+        "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",
+        config.device_id, len(hub.cameras), captioner.model_name, getattr(captioner, "name", "torch"),
+        len(engine.rules), ", ".join(p.name for p in publishers) or "none",
+    )
+    return App(pipeline, http)

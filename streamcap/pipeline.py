@@ -1,0 +1,174 @@
+"""The running pipeline: threads, bounded queues, one stop order.
+
+    camera readers (in CaptureHub) -> inference thread -> caption queue -> dispatch thread
+                                                                          rules -> publishers
+
+- Readers (one per camera) keep only each camera's newest sampled frame; the
+  batcher hands the inference thread a batch across cameras.
+- The inference thread is the only one that runs the model.
+- The dispatch thread publishes captions, runs the rules, publishes alarms,
+  turns status events into metrics and camera-state messages and polls the
+  rule files for changes. Publishers never raise into it.
+- The caption queue is bounded: when dispatch falls behind, the oldest
+  caption is dropped and counted (alarms are raised from the captions that
+  remain, so a backlog delays alarms rather than growing memory without end).
+
+`stop()` is the only place threads are joined: readers first (so nothing new
+arrives), then the inference thread finishes its batch and puts the end
+sentinel, then dispatch drains the queue up to it, then publishers close
+(offline status out, spool flushed as far as the broker allows).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+from streamcap.capture.hub import CaptureHub
+from streamcap.messages import Caption, StatusEvent
+from streamcap.metrics import Metrics
+from streamcap.publish.base import PublisherSet
+from streamcap.rules.engine import RuleEngine
+from streamcap.rules.watch import RuleWatcher
+
+log = logging.getLogger("streamcap.pipeline")
+
+_END = object()  # the inference thread's last word on the caption queue
+
+
+class Pipeline:
+    def __init__(
+        self,
+        hub: CaptureHub,
+        captioner,  # anything with caption(frames) -> list[str] and model_name
+        rules: RuleEngine,
+        rule_watcher: RuleWatcher | None,
+        publishers: PublisherSet,
+        metrics: Metrics,
+        status_events: "queue.SimpleQueue[StatusEvent]",
+        max_pending_captions: int = 256,
+        on_stopped: Callable[[], None] | None = None,
+    ) -> None:
+        self.hub, self.captioner, self.rules, self.rule_watcher = hub, captioner, rules, rule_watcher
+        self.publishers, self.metrics, self.status_events = publishers, metrics, status_events
+        self.stop_event = threading.Event()
+        self._captions: queue.Queue = queue.Queue(maxsize=max_pending_captions)
+        self._inference = threading.Thread(target=self._run_inference, name="inference", daemon=True)
+        self._dispatch = threading.Thread(target=self._run_dispatch, name="dispatch", daemon=True)
+        self._on_stopped = on_stopped
+        self.captions_dropped = 0
+        self.alarms_raised = 0
+
+    def start(self) -> None:
+        self.publishers.start()
+        self._dispatch.start()
+        self._inference.start()
+        self.hub.start()
+
+    # --- inference thread ------------------------------------------------------
+    def _run_inference(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                batch = self.hub.next_batch(timeout_s=0.5)
+                if batch is None:
+                    continue
+                frames = batch.frames
+                self.metrics.batch_size.observe(len(frames))
+                try:
+                    texts = self.captioner.caption([f.image for f in frames])
+                except Exception:  # noqa: BLE001 - a model failure must not kill the box
+                    log.exception("captioning a batch of %d frames failed; skipped", len(frames))
+                    self.metrics.drops.labels("inference", "model_error").inc(len(frames))
+                    continue
+                done = time.monotonic()
+                for frame, text in zip(frames, texts):
+                    caption = Caption(
+                        camera_id=frame.camera_id, frame_id=frame.frame_id, captured_at=frame.captured_at,
+                        t_mono=frame.t_mono, text=text, model=self.captioner.model_name, captioned_mono=done, frame=frame,
+                    )
+                    self.metrics.frames_captioned.labels(frame.camera_id).inc()
+                    self.metrics.latency_seconds.labels("capture_to_caption").observe(done - frame.t_mono)
+                    self._put_caption(caption)
+        finally:
+            self._put_end()
+
+    def _put_caption(self, caption: Caption) -> None:
+        while True:
+            try:
+                self._captions.put_nowait(caption)
+                return
+            except queue.Full:
+                try:
+                    self._captions.get_nowait()  # DROP_OLDEST: the newest caption is the most useful
+                    self.captions_dropped += 1
+                    self.metrics.drops.labels("dispatch", "backlog").inc()
+                except queue.Empty:
+                    pass
+
+    def _put_end(self) -> None:
+        while True:
+            try:
+                self._captions.put(_END, timeout=0.5)
+                return
+            except queue.Full:
+                if not self._dispatch.is_alive():
+                    return
+
+    # --- dispatch thread -------------------------------------------------------
+    def _run_dispatch(self) -> None:
+        while True:
+            self._drain_status()
+            if self.rule_watcher is not None:
+                try:
+                    self.rule_watcher.poll()
+                except Exception:  # noqa: BLE001 - a reload problem keeps the old rules
+                    log.exception("rules: reload failed; keeping the rules in force")
+            try:
+                item = self._captions.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            if item is _END:
+                self._drain_status()
+                return
+            self._dispatch_caption(item)
+
+    def _dispatch_caption(self, caption: Caption) -> None:
+        self.publishers.publish_caption(caption)
+        self.metrics.latency_seconds.labels("caption_to_publish").observe(time.monotonic() - caption.captioned_mono)
+        try:
+            alarms = self.rules.process(caption)
+        except Exception:  # noqa: BLE001 - one bad rule evaluation must not stop the rest
+            log.exception("rules: evaluating a caption of camera %s failed", caption.camera_id)
+            return
+        for alarm in alarms:
+            self.alarms_raised += 1
+            self.metrics.alarms_raised.labels(alarm.camera_id, alarm.rule_id).inc()
+            self.publishers.publish_alarm(alarm)
+
+    def _drain_status(self) -> None:
+        while True:
+            try:
+                event = self.status_events.get_nowait()
+            except queue.Empty:
+                return
+            self.metrics.observe_status(event)
+            if event.kind == "camera_state":
+                last = self.hub.cameras[event.source].stats().last_frame_at if event.source in self.hub.cameras else None
+                self.publishers.publish_camera_state(event.source, event.value, last)
+
+    # --- shutdown --------------------------------------------------------------
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop readers, finish the last batch, drain captions, close publishers; join everything."""
+        deadline = time.monotonic() + timeout_s
+        self.hub.stop()  # joins every reader before releasing its capture
+        self.stop_event.set()
+        self._inference.join(max(0.1, deadline - time.monotonic()))
+        self._dispatch.join(max(0.1, deadline - time.monotonic()))
+        for thread in (self._inference, self._dispatch):
+            if thread.is_alive():
+                log.error("%s thread did not stop within %.0f s", thread.name, timeout_s)
+        self.publishers.close(timeout_s=max(1.0, deadline - time.monotonic()))
+        if self._on_stopped:
+            self._on_stopped()
