@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from streamcap.model.checkpoint import DEFAULT_MODEL, load_checkpoint
-from streamcap.model.encoder import SPECS, build_encoder
+from streamcap.model.encoder import build_encoder
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,17 @@ def check_graph(path: str | Path, allowed: frozenset[str] = TENSORRT_OPS) -> Cou
 
 
 @torch.no_grad()
+def export_encoder(encoder: nn.Module, path: Path) -> torch.Tensor:
+    """images (B, 3, S, S) -> grid (B, P, D); returns the grid of the tracing batch."""
+    size = encoder.spec.input_size
+    images = torch.randn(TRACE_BATCH, 3, size, size)  # (B, 3, S, S)
+    grid = encoder(images)  # (B, P, D)
+    _export(encoder, (images,), path, ["images"], ["grid"])
+    _fix_output_dims(path, {"grid": tuple(grid.shape)})
+    return grid
+
+
+@torch.no_grad()
 def export_model(model_path: str | Path | None, out_dir: str | Path, encoder_weights: str | None = None) -> OnnxModel:
     """Export encoder, prepare and step of a checkpoint into `out_dir` and check them."""
     model_path = Path(model_path) if model_path else DEFAULT_MODEL
@@ -161,11 +172,7 @@ def export_model(model_path: str | Path | None, out_dir: str | Path, encoder_wei
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    size = SPECS[spec.encoder].input_size
-    images = torch.randn(TRACE_BATCH, 3, size, size)  # (B, 3, S, S)
-    grid = encoder(images)  # (B, P, D)
-    _export(encoder, (images,), out / "encoder.onnx", ["images"], ["grid"])
-    _fix_output_dims(out / "encoder.onnx", {"grid": tuple(grid.shape)})
+    grid = export_encoder(encoder, out / "encoder.onnx")  # (B, P, D)
 
     memory = decoder.prepare(grid)
     memory_names = [f"memory{i}" for i in range(len(memory))]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamcap.backends.calibration import OrtCalibrationReader, calibration_images
 from streamcap.backends.export import OnnxModel
-from streamcap.model.encoder import SPECS
+from streamcap.model.encoder import SPECS, EncoderSpec
 
 log = logging.getLogger(__name__)
 
@@ -22,24 +22,31 @@ def int8_encoder_path(onnx: OnnxModel) -> Path:
 
 
 def quantize_encoder(onnx: OnnxModel, calib_dir: str | Path, calib_images: int = 64, batch_size: int = 8) -> Path:
-    """Write encoder.int8.onnx (QDQ, per-channel weights) calibrated on `calib_dir`."""
-    import onnx as onnx_lib
+    """Write encoder.int8.onnx beside the fp32 encoder, calibrated on `calib_dir`."""
+    paths = calibration_images(calib_dir, calib_images)
+    target = quantize_onnx_encoder(onnx.path("encoder"), int8_encoder_path(onnx), paths, SPECS[onnx.meta["encoder"]], batch_size)
+    (onnx.dir / "encoder.int8.json").write_text(json.dumps({"calibration": str(calib_dir), "images": len(paths)}, indent=2))
+    log.info("quantized %s to int8 on %d images from %s", onnx.path("encoder").name, len(paths), calib_dir)
+    return target
+
+
+def quantize_onnx_encoder(source: Path, target: Path, paths: list[Path], spec: EncoderSpec, batch_size: int = 8) -> Path:
+    """QDQ int8 (per-channel weights) copy of an encoder graph, calibrated on `paths`."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    paths = calibration_images(calib_dir, calib_images)
-    source, prepared, target = onnx.path("encoder"), onnx.dir / "encoder.pre.onnx", int8_encoder_path(onnx)
+    prepared = target.with_suffix(".pre.onnx")
     # Shape inference and ONNX Runtime's graph optimisations first, as its docs
     # recommend: the dynamic "same" padding folds away and every Conv gets shapes.
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    reader = OrtCalibrationReader(paths, SPECS[onnx.meta["encoder"]], batch_size)
     # The stem and head convolutions stay fp32: on efficientnet_lite0 that lifts the
     # cosine of int8 to fp32 grids from 0.77-0.92 to 0.86-0.94 on dev images, for
     # about 8% of the multiply-adds (the usual first/last-layer exception).
-    convs = [node.name for node in onnx_lib.load(str(prepared)).graph.node if node.op_type == "Conv"]
+    convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
     tmp = target.with_suffix(".tmp.onnx")
     quantize_static(
-        str(prepared), str(tmp), reader,
+        str(prepared), str(tmp), OrtCalibrationReader(paths, spec, batch_size),
         quant_format=QuantFormat.QDQ, per_channel=True,
         # u8 activations x s8 weights is the fast path of ONNX Runtime's x86 int8 kernels.
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -48,6 +55,4 @@ def quantize_encoder(onnx: OnnxModel, calib_dir: str | Path, calib_images: int =
     )
     tmp.replace(target)
     prepared.unlink(missing_ok=True)
-    (onnx.dir / "encoder.int8.json").write_text(json.dumps({"calibration": str(calib_dir), "images": len(paths)}, indent=2))
-    log.info("quantized %s to int8 on %d images from %s", source.name, len(paths), calib_dir)
     return target

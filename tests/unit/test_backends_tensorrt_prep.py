@@ -91,3 +91,30 @@ def test_onnxruntime_calibration_reader_keeps_the_last_partial_batch_and_rewinds
     assert sizes == [4, 4, 2]
     reader.rewind()
     assert reader.get_next()["images"].shape == (4, 3, 224, 224)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build-engine", "--precision", "int8"], "--precision int8 needs --calib DIR"),
+    (["export", "--int8"], "--int8 needs --calib DIR"),
+])
+def test_commands_refuse_int8_without_calibration_images(argv, message, capsys):
+    from streamcap.__main__ import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_build_engine_without_tensorrt_says_why_in_one_line(tmp_path, shared_data, capsys):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here")
+    except ImportError:
+        pass
+    from _backend_models import make_checkpoint
+
+    from streamcap.__main__ import main
+
+    checkpoint = make_checkpoint(tmp_path, "merge", shared_data)
+    assert main(["build-engine", "--model", str(checkpoint), "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("streamcap build-engine: tensorrt is not installed") and "\n" not in err
