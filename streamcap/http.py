@@ -1,4 +1,4 @@
-"""`/metrics` (Prometheus text format) and `/healthz` (JSON) on one small HTTP server.
+"""`/metrics` (Prometheus text format) and `/healthz` (JSON; `/health` too) on one small HTTP server.
 
 The server runs in its own thread; `stop()` shuts it down, closes the socket
 and joins the thread. It binds 127.0.0.1 by default: exposing it on a network
@@ -25,7 +25,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.metrics.registry))
-        elif path == "/healthz":
+        elif path in ("/healthz", "/health"):
             body = json.dumps(self.server.metrics.health(), indent=2).encode() + b"\n"
             # 200 even when degraded: a camera being down is news, not a reason
             # for an orchestrator to restart the whole process.

@@ -280,7 +280,7 @@ class MqttPublisher:
             self._wake.clear()
 
     def _drain_acks(self) -> None:
-        spool = self._spool
+        done: list[int] = []
         while True:
             try:
                 mid = self._acks.get_nowait()
@@ -295,10 +295,12 @@ class MqttPublisher:
             mids.discard(mid)
             if not mids:
                 del self._inflight[seq]
-                if spool is not None:
-                    spool.ack(seq)
-                    self._metrics.alarms_published.labels(publisher=self.name).inc()
-                    self._metrics.set_spool_depth(len(spool))
+                done.append(seq)
+        spool = self._spool
+        if done and spool is not None:
+            spool.ack_many(done)  # one commit for all PUBACKs that arrived together
+            self._metrics.alarms_published.labels(publisher=self.name).inc(len(done))
+            self._metrics.set_spool_depth(len(spool))
         if not self._inflight:
             self._alias_mark = None
 

@@ -5,7 +5,6 @@ tests and benchmarks construct them directly.
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 
 
@@ -15,7 +14,7 @@ class MqttSettings:
     port: int = 1883
     prefix: str = "streamcap"
     device_id: str = "streamcap"
-    client_id: str | None = None  # None: "<device>-<random>", unique per process
+    client_id: str | None = None  # None: "streamcap-<device>"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls_ca: str | None = None
@@ -43,7 +42,8 @@ class MqttSettings:
         if self.alarm_window < 1:
             raise ValueError(f"mqtt alarm_window must be >= 1, got {self.alarm_window}")
         if self.client_id is None:
-            object.__setattr__(self, "client_id", f"{self.device_id}-{uuid.uuid4().hex[:8]}")
+            # Stable per device: a restarted process takes over its old session.
+            object.__setattr__(self, "client_id", f"streamcap-{self.device_id}")
 
     @property
     def tls_enabled(self) -> bool:

@@ -84,6 +84,7 @@ class AlarmSpool:
         self._lock_file = self._take_dir_lock()
         try:
             self.path = self.directory / "alarms.sqlite3"
+            self._durable = durable
             self._db = self._open(durable)
             (self._depth,) = self._db.execute("SELECT COUNT(*) FROM spool").fetchone()
         except BaseException:
@@ -186,10 +187,31 @@ class AlarmSpool:
 
     def ack(self, seq: int) -> bool:
         """Remove exactly this entry; False if it was already gone (e.g. dropped)."""
+        return self.ack_many([seq]) == 1
+
+    def ack_many(self, seqs: list[int]) -> int:
+        """Remove exactly these entries in one commit; returns how many were there."""
+        if not seqs:
+            return 0
         with self._lock:
-            removed = self._db.execute("DELETE FROM spool WHERE seq = ?", (seq,)).rowcount
+            db = self._db
+            # An ack lost to a power cut only means one re-send, so acks skip
+            # the fsync; the next durable put syncs them along with itself.
+            if self._durable:
+                db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    removed = sum(db.execute("DELETE FROM spool WHERE seq = ?", (seq,)).rowcount for seq in seqs)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            finally:
+                if self._durable:
+                    db.execute("PRAGMA synchronous=FULL")
             self._depth -= removed
-        return removed == 1
+        return removed
 
     def close(self) -> None:
         with self._lock:

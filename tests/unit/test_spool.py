@@ -154,3 +154,18 @@ def test_corrupt_spool_file_is_moved_aside(tmp_path, caplog):
         assert keys(spool) == ["a0"]
     assert list(tmp_path.glob("alarms.sqlite3.corrupt-*")), "the damaged file must be kept for inspection"
     assert "unreadable" in caplog.text
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_ack_many_removes_exactly_those_entries_and_survives_reopen(tmp_path, durable):
+    # given
+    spool = AlarmSpool(tmp_path, durable=durable)
+    seqs = put_n(spool, 6)
+    # when
+    removed = spool.ack_many([seqs[0], seqs[2], seqs[2], seqs[5]])
+    spool.close()
+    # then
+    with AlarmSpool(tmp_path, durable=durable) as reopened:
+        assert removed == 3
+        assert keys(reopened) == ["a1", "a3", "a4"]
+        assert len(reopened) == 3
