@@ -188,7 +188,7 @@ class CameraSource:
     def _connect_forever(self) -> None:
         while not self._stop.is_set():
             try:
-                cap = open_capture(self.url, self.kind, self.open_timeout_s, self.read_timeout_s)
+                cap = open_capture(self.url, self.kind, self.open_timeout_s, self.read_timeout_s, self._stop)
             except OpenError as exc:
                 if exc.permanent:
                     self._set_state(CameraState.down, str(exc))

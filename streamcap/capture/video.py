@@ -11,6 +11,9 @@ OpenCV traps handled here (see ENVIRONMENT.md):
   without it silently switches to UDP, so `rtsp_transport;tcp` is added to it.
 - Open and read timeouts are passed as open parameters; without them a frozen
   camera blocks open() and every read() for 30 s.
+- OpenCV serialises all FFmpeg opens in the process behind one lock, so a
+  network camera is first asked whether it answers (probe.py), outside that
+  lock: a hung camera must not hold up every other camera's (re)connect.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import cv2
 
+from streamcap.capture.probe import ProbeError, check_answering, explain_rtsp_refusal
 from streamcap.util.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -81,7 +85,9 @@ def _ffmpeg_params(open_timeout_s: float, read_timeout_s: float) -> list[int]:
     ]  # fmt: skip
 
 
-def open_capture(url: str, kind: str, open_timeout_s: float, read_timeout_s: float) -> cv2.VideoCapture:
+def open_capture(
+    url: str, kind: str, open_timeout_s: float, read_timeout_s: float, stop: threading.Event | None = None
+) -> cv2.VideoCapture:
     """An opened capture for `url`, or OpenError with a message that says what to do."""
     kind = resolve_kind(url, kind)
     shown = redact_url(url)
@@ -106,12 +112,21 @@ def open_capture(url: str, kind: str, open_timeout_s: float, read_timeout_s: flo
             raise OpenError(f"cannot decode video file {path} (corrupt or not a video); replace the file or fix the url", permanent=True)
         return cap
     else:  # rtsp, http
+        try:
+            check_answering(url, kind, open_timeout_s, stop)
+        except ProbeError as exc:
+            raise OpenError(f"cannot open {shown}: {redact_url(str(exc))}") from None
         if kind == "rtsp":
             _force_rtsp_tcp()
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, _ffmpeg_params(open_timeout_s, read_timeout_s))
+        if not cap.isOpened():
+            cap.release()
+            why = explain_rtsp_refusal(url, open_timeout_s, stop) if url.lower().startswith("rtsp://") else None
+            raise OpenError(f"cannot open {shown}: {redact_url(why) if why else 'the camera answered but sent no decodable video'}")
+        return cap
     if not cap.isOpened():
         cap.release()
-        raise OpenError(f"cannot open {shown} (unreachable, wrong path or credentials, or no video)")
+        raise OpenError(f"cannot open {shown} (no such device, or no video)")
     return cap
 
 

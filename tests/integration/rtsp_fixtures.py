@@ -110,6 +110,7 @@ class RtspServer:
         height: int = 360,
         user: str | None = None,
         password: str | None = None,
+        digest: bool = False,
         log_dir: Path | None = None,
     ) -> None:
         self.clip = clip
@@ -118,7 +119,7 @@ class RtspServer:
         self.path = path
         self.args = ["--fps", str(fps), "--width", str(width), "--height", str(height)]
         if user:
-            self.args += ["--user", user, "--password", password or ""]
+            self.args += ["--user", user, "--password", password or ""] + (["--digest"] if digest else [])
         self.log_path = (log_dir or Path(tempfile.mkdtemp(prefix="streamcap-rtsp-"))) / f"rtsp-{self.port}.log"
         self.proc: subprocess.Popen | None = None
         self.frozen = False

@@ -8,7 +8,7 @@ Run it with Debian's /usr/bin/python3 (the venv's python cannot import gi):
 It serves an H.264 MP4 (no re-encoding: filesrc ! qtdemux ! h264parse) or a
 live test pattern (x264enc) at rtsp://127.0.0.1:PORT/stream, or at
 /stream0 .. /streamN-1 with --count N, over TCP and UDP. --user/--password
-turn on basic auth. Each client gets its own pipeline, so every camera starts
+turn on Basic auth (Digest with --digest). Each client gets its own pipeline, so every camera starts
 the clip from the beginning. It prints "READY <url>" once listening and exits
 non-zero if the port is taken (attach() only returns 0 then, silently).
 """
@@ -21,8 +21,9 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
 def launch_line(args: argparse.Namespace) -> str:
@@ -42,11 +43,15 @@ def launch_line(args: argparse.Namespace) -> str:
     )
 
 
-def add_auth(server: GstRtspServer.RTSPServer, factories: list, user: str, password: str) -> None:
+def add_auth(server: GstRtspServer.RTSPServer, factories: list, user: str, password: str, digest: bool) -> None:
     auth = GstRtspServer.RTSPAuth()
     token = GstRtspServer.RTSPToken()
     token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
-    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    if digest:  # what most IP cameras ask for
+        auth.add_digest(user, password, token)
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+    else:
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
     server.set_auth(auth)
     for factory in factories:
         factory.add_role_from_structure(
@@ -70,6 +75,7 @@ def main() -> int:
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--user")
     parser.add_argument("--password")
+    parser.add_argument("--digest", action="store_true", help="Digest auth instead of Basic")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -86,7 +92,7 @@ def main() -> int:
         mounts.add_factory(f"/{name}", factory)
         factories.append(factory)
     if args.user:
-        add_auth(server, factories, args.user, args.password or "")
+        add_auth(server, factories, args.user, args.password or "", args.digest)
 
     if server.attach(None) == 0:
         print(f"rtsp_server: cannot listen on 127.0.0.1:{args.port} (port taken?)", file=sys.stderr, flush=True)

@@ -120,9 +120,10 @@ def test_frozen_server_is_detected_as_hung_and_recovers_when_it_resumes(rtsp_ser
     print(f"hang detected after {took:.1f} s (read_timeout_s=2.0)")
 
 
-def test_unreachable_and_refused_cameras_go_down_while_the_others_keep_reading(rtsp_server, cameras, caplog):
-    # given: a server with basic auth, and four cameras pointing at it in various wrong ways
-    server = rtsp_server(pattern=True, user="admin", password="s3cret-pw")
+@pytest.mark.parametrize("digest", [False, True], ids=["basic-auth", "digest-auth"])
+def test_unreachable_and_refused_cameras_go_down_while_the_others_keep_reading(rtsp_server, cameras, caplog, digest):
+    # given: a server with auth, and four cameras pointing at it in various wrong ways
+    server = rtsp_server(pattern=True, user="admin", password="s3cret-pw", digest=digest)
     closed_port = server.port + 1 if server.port < 65000 else server.port - 1
     caplog.set_level(logging.INFO, logger="streamcap.capture")
     events: list[StatusEvent] = []
@@ -143,9 +144,31 @@ def test_unreachable_and_refused_cameras_go_down_while_the_others_keep_reading(r
     for name, camera in broken.items():
         assert camera.stats().frames_read == 0, name
         assert "cannot open rtsp://***:***@127.0.0.1" in camera.detail, camera.detail
+    assert "401 Unauthorized: check the user and password" in broken["bad_creds"].detail
+    assert "404 Not Found: no stream at this path" in broken["bad_path"].detail
+    assert "connection refused" in broken["unreachable"].detail
     said = [e.detail for e in events] + [r.getMessage() for r in caplog.records]
     assert not [line for line in said if "s3cret-pw" in line or "wrong-pw" in line], "credentials leaked"
     assert any("'unreachable'" in line and "down" in line for line in said)
+
+
+def test_a_hung_camera_does_not_hold_up_other_cameras_connecting(rtsp_server, cameras):
+    # given: a camera stuck opening a frozen server with a very long open timeout.
+    # OpenCV serialises FFmpeg opens process-wide, so without the probe the
+    # second camera could not open until the first gave up after 120 s.
+    frozen, healthy = rtsp_server(pattern=True), rtsp_server(pattern=True)
+    frozen.freeze()
+    stuck = cameras("stuck", frozen.url, open_timeout_s=120.0)
+    time.sleep(0.5)  # let it get into its open first
+
+    # when
+    fresh = cameras("fresh", healthy.url)
+    wait_for(lambda: fresh.state == CameraState.connected, "the healthy camera to connect", timeout_s=45)
+
+    # then
+    assert stuck.state == CameraState.connecting, "still waiting on the frozen server"
+    wait_for(frames_grow(fresh), "frames from the healthy camera")
+    assert stuck.stop(timeout_s=30), "stop interrupts the probe instead of waiting out 120 s"
 
 
 def test_hub_keeps_batching_one_camera_while_another_server_dies(rtsp_server):
