@@ -112,7 +112,7 @@ def bench_encoders(args, data: Path, workdir: Path, peak: float) -> None:
         fp32_path, int8_path = workdir / f"{name}.onnx", workdir / f"{name}.int8.onnx"
         export_encoder(encoder, fp32_path)
         quantize_onnx_encoder(fp32_path, int8_path, calibration_paths(data, args.calib_images), spec)
-        fp32, int8 = make_session(fp32_path), make_session(int8_path)
+        fp32, int8 = make_session(fp32_path, threads=args.threads), make_session(int8_path, threads=args.threads)
         frames = [read_image(p) for p in dev_paths(data, max(args.batches))]
         for batch in args.batches:
             images = preprocess(frames[:batch], spec)  # (B, 3, S, S)
@@ -177,13 +177,16 @@ def main() -> int:
     parser.add_argument("--calib-images", type=int, default=64, help="training images for int8 calibration")
     parser.add_argument("--dev-images", type=int, default=64, help="dev images for the caption-change count")
     parser.add_argument("--skip-encoders", action="store_true")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads for torch and the encoder ONNX Runtime sessions (on a loaded box, 1 is fairer)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     data = Path(os.environ.get("STREAMCAP_DATA", REPO.parent / "shared" / "data"))
     if not (data / "flickr8k" / "Flickr_8k.devImages.txt").is_file():
         print(f"no Flickr8k at {data}; set STREAMCAP_DATA")
         return 2
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     peak = matmul_peak_flops(args.repeats)
     print(f"fp32 matmul peak (2048^3, median): {peak / 1e9:.0f} GFLOP/s")
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as tmp:

@@ -1,5 +1,9 @@
 """ONNX Runtime backend: the exported graphs on the CPU or a CUDA device.
 
+On a GPU build, ONNX Runtime's TensorRT execution provider is put in front of
+CUDA when present (name "onnxruntime-cuda+tensorrt"); the native TensorRT
+backend is still tried first by `auto`.
+
 The search stays in PyTorch (CPU tensors); each step crosses into ONNX Runtime
 as numpy arrays, which on the CPU are zero-copy views of the same memory.
 """
@@ -11,7 +15,7 @@ import numpy as np
 import torch
 
 from streamcap.backends.base import BackendUnavailable, SearchCaptioner
-from streamcap.backends.export import OnnxModel
+from streamcap.backends.export import OnnxModel, cache_root
 from streamcap.model.captioner import DecodeOptions
 from streamcap.model.checkpoint import CaptionModelSpec
 from streamcap.model.decoder import Memory, State
@@ -33,9 +37,15 @@ def make_session(path, device: str = "cpu", threads: int | None = None):
     options.log_severity_level = 3  # the pipeline logs what matters; ORT's warnings are noise here
     if threads:
         options.intra_op_num_threads = threads
-    fallback = [] if provider == PROVIDERS["cpu"] else [PROVIDERS["cpu"]]  # for ops CUDA lacks
-    session = ort.InferenceSession(str(path), options, providers=[provider, *fallback])
-    if session.get_providers()[0] != provider:
+    providers: list = [provider]
+    if device == "cuda":
+        if "TensorrtExecutionProvider" in available:
+            # ONNX Runtime's own TensorRT path, with its engines cached like ours.
+            cache = str(cache_root() / "ort-tensorrt")
+            providers.insert(0, ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache}))
+        providers.append(PROVIDERS["cpu"])  # for any op the GPU providers lack
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    if session.get_providers()[0] not in (provider, "TensorrtExecutionProvider"):
         # onnxruntime-gpu without a working CUDA silently falls back to the CPU.
         raise BackendUnavailable(f"{provider} failed to initialise (no usable CUDA device or libraries)")
     return session
@@ -51,6 +61,8 @@ class OnnxRuntimeCaptioner(SearchCaptioner):
         self.name = f"onnxruntime-{device}" + ("-int8" if precision == "int8" else "")
         self.encoder_spec = SPECS[spec.encoder]
         self.encoder = make_session(encoder_path or onnx.path("encoder"), device)
+        if self.encoder.get_providers()[0] == "TensorrtExecutionProvider":
+            self.name += "+tensorrt"
         self.prepare_session = make_session(onnx.path("prepare"), device)
         self.step_session = make_session(onnx.path("step"), device)
         self.memory_names = [o.name for o in self.prepare_session.get_outputs()]
