@@ -247,8 +247,10 @@ class MqttPublisher:
         self._metrics.set_mqtt_state("connecting", f"{s.host}:{s.port} unreachable")
         if not self._logged_unreachable:
             self._logged_unreachable = True
-            log.warning("mqtt: cannot reach the broker at %s:%d; retrying, alarms are spooled meanwhile",
-                        s.host, s.port)
+            # paho does not say why (refused, unreachable, TLS handshake): name what to check.
+            what = "host, port and the TLS files" if s.tls_enabled else "host and port (is it a TLS-only port?)"
+            log.warning("mqtt: cannot connect to the broker at %s:%d; retrying, alarms are spooled meanwhile; "
+                        "check mqtt %s", s.host, s.port, what)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected = self._connected.is_set()

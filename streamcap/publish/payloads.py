@@ -64,6 +64,7 @@ def alarm_doc(alarm: Alarm, snapshot_topic: str | None) -> dict:
     consumers drop the rare duplicate that at-least-once delivery allows."""
     return {
         "id": alarm.alarm_id,
+        # Alarm has no update/end lifecycle yet; a `type` field added later flows through.
         "type": str(getattr(alarm, "type", "new")),
         "rule": alarm.rule_id,
         "severity": str(alarm.severity),

@@ -49,8 +49,26 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, inter
         time.sleep(interval_s)
 
 
+def make_test_pki(directory: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=streamcap-test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, cn in (("server", "127.0.0.1"), ("client", "streamcap-test-client")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-out", f"{name}.crt", "-extfile", "san.ext")
+    return {name: directory / name for name in
+            ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
 class Mosquitto:
-    def __init__(self, binary: str, users: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, binary: str, users: dict[str, str] | None = None, port: int | None = None,
+                 tls: bool = False) -> None:
         self.binary = binary
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -59,6 +77,8 @@ class Mosquitto:
         self.log_path = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
         self._log_file = None
+        # TLS with client certificates required: paths under "ca.crt", "client.crt", ...
+        self.pki = make_test_pki(self.dir) if tls else None
         self._write_config()
 
     def _write_config(self) -> None:
@@ -76,6 +96,9 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
         ]
+        if self.pki is not None:
+            lines += [f"cafile {self.pki['ca.crt']}", f"certfile {self.pki['server.crt']}",
+                      f"keyfile {self.pki['server.key']}", "require_certificate true"]
         if self.users:
             pwfile = self.dir / "passwd"
             pwfile.touch()
@@ -127,6 +150,10 @@ class Mosquitto:
         """SIGSTOP: connections stay open but nothing is read or acknowledged (a hung broker)."""
         assert self.proc is not None and self.proc.poll() is None, "mosquitto is not running"
         os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, "mosquitto is not running"
+        os.kill(self.proc.pid, signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()
@@ -183,6 +210,7 @@ class Subscriber:
     persistent: bool = False
     username: str | None = None
     password: str | None = None
+    tls: bool = False  # use the broker's test PKI (CA + client certificate)
     messages: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -193,6 +221,10 @@ class Subscriber:
                                   clean_session=not self.persistent)
         if self.username:
             self.client.username_pw_set(self.username, self.password)
+        if self.tls:
+            pki = self.broker.pki
+            self.client.tls_set(ca_certs=str(pki["ca.crt"]), certfile=str(pki["client.crt"]),
+                                keyfile=str(pki["client.key"]))
         self.client.reconnect_delay_set(1, 1)  # come back quickly after a broker restart
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
@@ -251,6 +283,19 @@ MQTT_TEST_USERS = {"streamcap": "gate-secret-8413"}
 def mosquitto_auth(mosquitto_binary):
     """A broker that accepts only MQTT_TEST_USERS (password file owned by mosquitto, 0600)."""
     broker = Mosquitto(mosquitto_binary, users=MQTT_TEST_USERS)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
+
+
+@pytest.fixture
+def mosquitto_tls(mosquitto_binary):
+    """A TLS-only broker that requires a client certificate from its test CA."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed; it makes the test certificates")
+    broker = Mosquitto(mosquitto_binary, tls=True)
     broker.start()
     try:
         yield broker

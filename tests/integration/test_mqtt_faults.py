@@ -157,3 +157,22 @@ def test_alarms_spooled_while_the_broker_is_down_survive_publisher_restarts(
     assert "closed depth=0" in out, out
     sub.wait_for(lambda s: len(first_deliveries(s)) >= 30, DEADLINE_S, "30 alarms at the subscriber")
     assert first_deliveries(sub) == [f"alarm-{i:05d}" for i in range(30)]
+
+
+def test_close_returns_and_keeps_the_alarm_when_the_broker_hangs(mosquitto, tmp_path):
+    # given: a broker that accepted the connection and then stopped answering
+    metrics = Metrics()
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, device_id="dev", keepalive_s=60,
+                            spool_dir=str(tmp_path / "spool"))
+    pub = MqttPublisher(settings, metrics)
+    pub.start()
+    assert pub.wait_connected(DEADLINE_S), pub.last_error
+    mosquitto.freeze()
+    pub.publish_alarm(make_alarm(1))
+    # when
+    closer = threading.Thread(target=pub.close, kwargs={"timeout_s": 1})
+    closer.start()
+    closer.join(DEADLINE_S)
+    # then
+    assert not closer.is_alive(), "close() must not wait for a hung broker beyond its timeout"
+    assert metrics.health()["mqtt"]["spool_depth"] == 1, "the unacknowledged alarm stays for the next start"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mqtt_fixtures import (  # noqa: F401 (fixtures)
-    MQTT_TEST_USERS, mosquitto, mosquitto_auth, mosquitto_binary, subscriber_factory, wait_until,
+    MQTT_TEST_USERS, mosquitto, mosquitto_auth, mosquitto_binary, mosquitto_tls, subscriber_factory, wait_until,
 )
 from streamcap.messages import Alarm, CameraState, Caption, Severity
 from streamcap.metrics import Metrics
@@ -193,6 +193,20 @@ def test_username_and_password_are_accepted(mosquitto_auth, publisher_factory, s
     sub.wait_for(lambda s: s.on("/status"), DEADLINE_S, "online")
 
 
+def test_tls_with_a_client_certificate(mosquitto_tls, publisher_factory, subscriber_factory):
+    # given
+    pki = mosquitto_tls.pki
+    sub = subscriber_factory(mosquitto_tls, ["sc/dev/+/alarm"], qos=1, tls=True)
+    # when
+    pub = publisher_factory(mosquitto_tls, tls_ca=str(pki["ca.crt"]), tls_certfile=str(pki["client.crt"]),
+                            tls_keyfile=str(pki["client.key"]))
+    pub.publish_alarm(make_alarm(3))
+    # then
+    assert pub.wait_connected(DEADLINE_S), pub.last_error
+    sub.wait_for(lambda s: s.on("/alarm"), DEADLINE_S, "the alarm over TLS")
+    assert json.loads(sub.on("/alarm")[0].payload)["id"] == "alarm-00003"
+
+
 def test_wrong_password_is_one_clear_error_without_the_password(mosquitto_auth, publisher_factory, caplog):
     # given
     caplog.set_level(logging.DEBUG)
@@ -229,3 +243,28 @@ def test_captions_are_dropped_and_counted_while_the_broker_is_away(mosquitto, pu
     assert metrics.registry.get_sample_value(
         "streamcap_drops_total", {"stage": "publish_mqtt", "cause": "disconnected"}) == 3
     assert metrics.health()["status"] == "degraded"
+
+
+def test_caption_backlog_is_bounded_and_drops_are_counted(mosquitto, publisher_factory, subscriber_factory):
+    # given: QoS 1 captions, so a hung broker leaves them unacknowledged
+    sub = subscriber_factory(mosquitto, ["sc/dev/+/caption"], qos=1)
+    metrics = Metrics()
+    pub = publisher_factory(mosquitto, metrics, qos_caption=1, max_pending_captions=5)
+    assert pub.wait_connected(DEADLINE_S), pub.last_error
+    mosquitto.freeze()
+    # when
+    for i in range(20):
+        pub.publish_caption(make_caption(f"caption {i}"))
+    # then
+    published = lambda: metrics.registry.get_sample_value(  # noqa: E731
+        "streamcap_captions_published_total", {"publisher": "mqtt"})
+    assert published() == 5
+    assert metrics.registry.get_sample_value("streamcap_drops_total", {"stage": "publish_mqtt", "cause": "backlog"}) == 15
+    # and when the broker answers again, the backlog clears and captions flow
+    mosquitto.thaw()
+    sub.wait_for(lambda s: len(s.on("/caption")) == 5, DEADLINE_S, "the 5 queued captions")
+    wait_until(lambda: (pub.publish_caption(make_caption("after")), published())[1] == 6, DEADLINE_S,
+               "a caption accepted after the backlog cleared")
+    sub.wait_for(lambda s: len(s.on("/caption")) == 6, DEADLINE_S, "the caption sent after the thaw")
+    assert [json.loads(m.payload)["caption"] for m in sub.on("/caption")] == [
+        "caption 0", "caption 1", "caption 2", "caption 3", "caption 4", "after"]
