@@ -94,11 +94,32 @@ class MqttPublisher:
         self._metrics.set_spool_depth(len(self._spool))
         if len(self._spool):
             log.info("mqtt: %d alarm(s) waiting in the spool %s from an earlier run", len(self._spool), s.spool_dir)
+        try:
+            client = self._make_client()
+        except BaseException:
+            self._spool.close()
+            self._spool = None
+            raise
+        self._client = client
+        self._metrics.set_mqtt_state("connecting", f"{s.host}:{s.port}")
+        client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
+        client.loop_start()
+        self._sender = threading.Thread(target=self._run_sender, name="mqtt-alarms", daemon=True)
+        self._sender.start()
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id or "")
         if s.username:
             client.username_pw_set(s.username, s.password)
         if s.tls_enabled:
-            client.tls_set(ca_certs=s.tls_ca, certfile=s.tls_certfile, keyfile=s.tls_keyfile)
+            try:
+                client.tls_set(ca_certs=s.tls_ca, certfile=s.tls_certfile, keyfile=s.tls_keyfile)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise ValueError(
+                    f"mqtt.tls: cannot load the certificates (ca={s.tls_ca}, certfile={s.tls_certfile}, "
+                    f"keyfile={s.tls_keyfile}): {exc}"
+                ) from exc
             client.tls_insecure_set(s.tls_insecure)
         # The broker publishes the will if we vanish without a DISCONNECT.
         client.will_set(self.topics.status, STATUS_OFFLINE, qos=s.qos_status, retain=True)
@@ -107,12 +128,7 @@ class MqttPublisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        self._client = client
-        self._metrics.set_mqtt_state("connecting", f"{s.host}:{s.port}")
-        client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
-        client.loop_start()
-        self._sender = threading.Thread(target=self._run_sender, name="mqtt-alarms", daemon=True)
-        self._sender.start()
+        return client
 
     def wait_connected(self, timeout_s: float) -> bool:
         return self._connected.wait(timeout_s)

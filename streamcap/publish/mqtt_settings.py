@@ -26,7 +26,7 @@ class MqttSettings:
     qos_caption: int = 0
     qos_alarm: int = 1
     qos_status: int = 1
-    spool_dir: str = "spool"
+    spool_dir: str = ".streamcap/spool"
     spool_max_messages: int = 10_000
     spool_durable: bool = True  # fsync each spooled alarm (survives power loss, not just a crash)
     publish_snapshots: bool = True

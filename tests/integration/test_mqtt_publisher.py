@@ -19,6 +19,7 @@ from streamcap.messages import Alarm, CameraState, Caption, Severity
 from streamcap.metrics import Metrics
 from streamcap.publish.mqtt import MqttPublisher
 from streamcap.publish.mqtt_settings import MqttSettings
+from streamcap.publish.spool import AlarmSpool
 
 pytestmark = pytest.mark.integration
 
@@ -268,3 +269,15 @@ def test_caption_backlog_is_bounded_and_drops_are_counted(mosquitto, publisher_f
     sub.wait_for(lambda s: len(s.on("/caption")) == 6, DEADLINE_S, "the caption sent after the thaw")
     assert [json.loads(m.payload)["caption"] for m in sub.on("/caption")] == [
         "caption 0", "caption 1", "caption 2", "caption 3", "caption 4", "after"]
+
+
+def test_missing_tls_file_is_one_clear_error_and_frees_the_spool(tmp_path):
+    # given
+    settings = MqttSettings(spool_dir=str(tmp_path / "spool"), tls_ca=str(tmp_path / "no-such-ca.pem"))
+    pub = MqttPublisher(settings, Metrics())
+    # when
+    with pytest.raises(ValueError) as err:
+        pub.start()
+    # then
+    assert "mqtt.tls" in str(err.value) and "no-such-ca.pem" in str(err.value)
+    AlarmSpool(tmp_path / "spool").close()  # would raise SpoolLockedError if start() had kept it
