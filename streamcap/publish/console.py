@@ -33,8 +33,10 @@ class ConsolePublisher:
         jsonl_path: str | os.PathLike | None = None,
         metrics: Metrics | None = None,
         camera_width: int = 8,
+        console: bool = True,
     ) -> None:
-        self._stream = stream if stream is not None else sys.stdout
+        # console=False keeps only the JSON-lines file (outputs.console: false).
+        self._stream = (stream if stream is not None else sys.stdout) if console else None
         self._jsonl_path = jsonl_path
         self._jsonl: TextIO | None = None
         self._metrics = metrics if metrics is not None else Metrics()
@@ -68,11 +70,14 @@ class ConsolePublisher:
             if self._jsonl is not None:
                 self._jsonl.close()
                 self._jsonl = None
-            self._stream.flush()
+            if self._stream is not None:
+                self._stream.flush()
 
     def _line(self, camera_id: str, what: str, text: str) -> None:
         stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
         line = f"{stamp} {camera_id:<{self._width}} {what:<8} {text}\n"
+        if self._stream is None:
+            return
         with self._lock:
             self._stream.write(line)
             self._stream.flush()

@@ -176,3 +176,28 @@ def test_close_returns_and_keeps_the_alarm_when_the_broker_hangs(mosquitto, tmp_
     # then
     assert not closer.is_alive(), "close() must not wait for a hung broker beyond its timeout"
     assert metrics.health()["mqtt"]["spool_depth"] == 1, "the unacknowledged alarm stays for the next start"
+
+
+def test_long_outage_keeps_the_newest_alarms_and_counts_the_dropped(mosquitto, tmp_path, subscriber_factory):
+    # given: a spool of 5 and a broker that is down
+    sub = subscriber_factory(mosquitto, ["streamcap/dev/+/alarm"], qos=1, persistent=True)
+    metrics = Metrics()
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, device_id="dev", keepalive_s=5,
+                            spool_dir=str(tmp_path / "spool"), spool_max_messages=5,
+                            reconnect_min_s=1, reconnect_max_s=1)
+    pub = MqttPublisher(settings, metrics)
+    mosquitto.stop()
+    pub.start()
+    try:
+        # when
+        for i in range(12):
+            pub.publish_alarm(make_alarm(i))
+        mosquitto.start()
+        # then
+        wait_until(lambda: metrics.health()["mqtt"]["spool_depth"] == 0, DEADLINE_S, "the spool to drain")
+        sub.wait_for(lambda s: len(first_deliveries(s)) >= 5, DEADLINE_S, "the 5 kept alarms")
+        assert first_deliveries(sub) == [f"alarm-{i:05d}" for i in range(7, 12)]
+        assert metrics.registry.get_sample_value("streamcap_spool_dropped_total") == 7
+        assert metrics.registry.get_sample_value("streamcap_drops_total", {"stage": "spool", "cause": "full"}) == 7
+    finally:
+        pub.close(timeout_s=2)

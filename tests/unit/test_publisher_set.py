@@ -113,3 +113,39 @@ def test_shipped_publishers_satisfy_the_protocol(tmp_path):
 
     assert isinstance(ConsolePublisher(), Publisher)
     assert isinstance(MqttPublisher(MqttSettings(spool_dir=str(tmp_path))), Publisher)
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({}, ["console"]),
+        ({"outputs": {"console": False}}, ["console"]),  # no broker: the console stays on
+        ({"mqtt": {"host": "127.0.0.1"}}, ["console", "mqtt"]),
+        ({"mqtt": {"host": "127.0.0.1"}, "outputs": {"console": False}}, ["mqtt"]),
+        ({"mqtt": {"host": "127.0.0.1"}, "outputs": {"console": False, "jsonl": "/tmp/x.jsonl"}}, ["console", "mqtt"]),
+    ],
+)
+def test_build_publishers_follows_the_config(config, expected):
+    schema = pytest.importorskip("streamcap.config.schema")
+    from streamcap.publish.factory import build_publishers
+
+    # given
+    cfg = schema.StreamcapConfig(**config)
+    # when
+    pubs = build_publishers(cfg, Metrics())
+    # then: nothing started, so nothing to close
+    assert [p.name for p in pubs.publishers] == expected
+
+
+def test_jsonl_only_console_writes_nothing_to_the_stream(tmp_path):
+    # given
+    import io
+    out = io.StringIO()
+    pub = ConsolePublisher(stream=out, jsonl_path=tmp_path / "e.jsonl", console=False)
+    pub.start()
+    # when
+    pub.publish_caption(caption())
+    pub.close()
+    # then
+    assert out.getvalue() == ""
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 1
