@@ -1,10 +1,9 @@
 """Publishers: where captions, alarms and camera states go (MQTT, console, JSON lines)."""
 from streamcap.publish.base import Publisher, PublisherSet
 from streamcap.publish.console import ConsolePublisher
-from streamcap.publish.factory import build_publishers
 from streamcap.publish.mqtt import MqttPublisher
 from streamcap.publish.mqtt_settings import MqttSettings
 from streamcap.publish.spool import AlarmSpool, SpoolLockedError
 
 __all__ = ["AlarmSpool", "ConsolePublisher", "MqttPublisher", "MqttSettings", "Publisher", "PublisherSet",
-           "SpoolLockedError", "build_publishers"]
+           "SpoolLockedError"]

@@ -63,9 +63,6 @@ class PublisherSet:
 
     def publish_caption(self, caption: Caption) -> None:
         self._each("publish_caption", caption)
-        self._metrics.latency_seconds.labels(stage="caption_to_publish").observe(
-            max(0.0, time.monotonic() - caption.captioned_mono)
-        )
 
     def publish_alarm(self, alarm: Alarm) -> None:
         self._each("publish_alarm", alarm)

@@ -96,45 +96,12 @@ def test_repeated_failures_are_logged_once_per_interval_but_all_counted(caplog):
         "streamcap_publish_errors_total", {"publisher": "broken", "call": "publish_caption"}) == 50
 
 
-def test_caption_to_publish_latency_is_observed():
-    # given
-    metrics = Metrics()
-    pubs = PublisherSet([Recording()], metrics)
-    # when
-    pubs.publish_caption(caption())
-    # then
-    assert metrics.registry.get_sample_value(
-        "streamcap_latency_seconds_count", {"stage": "caption_to_publish"}) == 1
-
-
 def test_shipped_publishers_satisfy_the_protocol(tmp_path):
     from streamcap.publish.mqtt import MqttPublisher
     from streamcap.publish.mqtt_settings import MqttSettings
 
     assert isinstance(ConsolePublisher(), Publisher)
     assert isinstance(MqttPublisher(MqttSettings(spool_dir=str(tmp_path))), Publisher)
-
-
-@pytest.mark.parametrize(
-    "config, expected",
-    [
-        ({}, ["console"]),
-        ({"outputs": {"console": False}}, ["console"]),  # no broker: the console stays on
-        ({"mqtt": {"host": "127.0.0.1"}}, ["console", "mqtt"]),
-        ({"mqtt": {"host": "127.0.0.1"}, "outputs": {"console": False}}, ["mqtt"]),
-        ({"mqtt": {"host": "127.0.0.1"}, "outputs": {"console": False, "jsonl": "/tmp/x.jsonl"}}, ["console", "mqtt"]),
-    ],
-)
-def test_build_publishers_follows_the_config(config, expected):
-    schema = pytest.importorskip("streamcap.config.schema")
-    from streamcap.publish.factory import build_publishers
-
-    # given
-    cfg = schema.StreamcapConfig(**config)
-    # when
-    pubs = build_publishers(cfg, Metrics())
-    # then: nothing started, so nothing to close
-    assert [p.name for p in pubs.publishers] == expected
 
 
 def test_jsonl_only_console_writes_nothing_to_the_stream(tmp_path):
