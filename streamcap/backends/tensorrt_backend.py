@@ -133,7 +133,7 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, precision: str, batch_
 
 def build_engines(
     onnx: OnnxModel, precision: str, max_batch: int, beam_size: int,
-    calib_dir: str | Path | None = None, calib_images: int = 256, calib_batch: int = 8,
+    calib_dir: str | Path | None = None, calib_images: int = 256,
 ) -> Path:
     """Build the missing engines for this model, GPU and profile; returns their directory."""
     if precision not in PRECISIONS:
@@ -156,6 +156,8 @@ def build_engines(
                     "INT8 needs calibration images once: run `streamcap build-engine --precision int8 --calib DIR`"
                 )
             paths = calibration_images(calib_dir, calib_images) if calib_dir else []
+            # With dynamic shapes TensorRT calibrates at the profile's opt shape, so batches are that size.
+            calib_batch = profiles["encoder"][1]
             batches = calibration_batches(paths, SPECS[onnx.meta["encoder"]], calib_batch)
             calibrator = _make_calibrator(trt, batches, calib_batch, cache_file)
         log.info("building TensorRT %s engine for %s (once per model, GPU and profile)", graph_precision, graph)
