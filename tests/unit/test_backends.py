@@ -1,5 +1,6 @@
 """Backends agree with PyTorch on real dev images, and `auto` falls back with one-line reasons."""
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from _backend_models import KINDS, dev_frames, make_checkpoint
 
 from streamcap.backends import AUTO_CHAIN, LOADERS, BackendUnavailable, CaptionBackend, load_captioner
 from streamcap.backends.base import preprocess_on
-from streamcap.model.checkpoint import CheckpointError
+from streamcap.model.checkpoint import DEFAULT_MODEL, CheckpointError
 from streamcap.model.encoder import SPECS, preprocess
 
 
@@ -162,3 +163,16 @@ def test_a_precision_the_backend_cannot_honour_runs_fp32_and_says_so(checkpoint,
         pytest.skip("on a GPU these precisions may be honoured")
     loaded = load_captioner(checkpoint, backend=backend, precision=precision)
     assert note in loaded.selection and not loaded.name.endswith(precision)
+
+
+def test_shipped_model_captions_identically_on_torch_and_onnxruntime(tmp_path, shared_data):
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"{DEFAULT_MODEL} does not exist yet (the model is still training)")
+    # given a private copy of the trained model, so its export lands in tmp_path
+    checkpoint = shutil.copy(DEFAULT_MODEL, tmp_path / "default.pt")
+    dev = dev_frames(shared_data, 16)
+    # when both backends caption sixteen dev images greedily
+    expected = load_captioner(checkpoint, backend="torch", beam_size=1).caption(dev)
+    got = load_captioner(checkpoint, backend="onnxruntime", beam_size=1).caption(dev)
+    # then every caption is the same text
+    assert got == expected
