@@ -46,6 +46,7 @@ class CaptureHub:
         self.batcher = batcher
         for camera_id, camera in self.cameras.items():
             camera.on_frame = self._feeder(self.samplers[camera_id])
+            camera.wants_frame = self.samplers[camera_id].due
 
     def _feeder(self, sampler: FrameSampler) -> Callable[[Frame], None]:
         def feed(frame: Frame) -> None:

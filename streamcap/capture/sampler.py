@@ -2,6 +2,7 @@
 
     sampler = FrameSampler(interval_s=1.0, scene_change_threshold=0.02)
     if sampler.accept(frame): batcher.put(frame)
+    sampler.due(t_mono)  # the rate gate alone, before paying for the frame's BGR conversion
     sampler.stats()  # SamplerStats: offered, accepted, skipped_interval, skipped_scene
 
 One sampler per camera, called from that camera's reader thread. Two gates:
@@ -72,13 +73,20 @@ class FrameSampler:
         self._last_accepted_mono: float | None = None
         self._offered = self._accepted = self._skipped_interval = self._skipped_scene = 0
 
-    def accept(self, frame: Frame) -> bool:
-        """True if `frame` should be captioned; updates the counters either way."""
-        self._offered += 1
-        now = frame.t_mono
-        if self._next_due is not None and now < self._next_due:
+    def due(self, t_mono: float) -> bool:
+        """The rate gate alone, for a frame not yet converted; a frame that is not due is counted as skipped."""
+        if self._next_due is not None and t_mono < self._next_due:
+            self._offered += 1
             self._skipped_interval += 1
             return False
+        return True
+
+    def accept(self, frame: Frame) -> bool:
+        """True if `frame` should be captioned; updates the counters either way."""
+        now = frame.t_mono
+        if not self.due(now):
+            return False
+        self._offered += 1
         self._next_due = now + self.interval_s if self._next_due is None else self._next_due + self.interval_s
         if self._next_due <= now:  # a stall or a slow camera: restart the cadence from here
             self._next_due = now + self.interval_s

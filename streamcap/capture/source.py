@@ -9,6 +9,8 @@
 Frames go either to `on_frame` (a callable run on the reader thread, as the
 CaptureHub does: sampler -> batcher) or, without it, to a 1-slot buffer with
 DROP_OLDEST: a frame overwritten before anyone read it counts as a drop.
+`wants_frame(t_mono)`, if given, is asked first: frames it declines are
+counted and skipped without the BGR conversion (half the cost of a read).
 
 The reader opens the camera, reads, and on any failure reconnects with
 exponential backoff and jitter, forever. A read that blocks for read_timeout_s
@@ -78,6 +80,7 @@ class CameraSource:
         reconnect_max_s: float = 30.0,
         on_status: StatusCallback | None = None,
         on_frame: FrameCallback | None = None,
+        wants_frame: Callable[[float], bool] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.camera_id = camera_id
@@ -88,6 +91,7 @@ class CameraSource:
         self.read_timeout_s = read_timeout_s
         self.on_status = on_status
         self.on_frame = on_frame
+        self.wants_frame = wants_frame
         self._backoff = Backoff(reconnect_initial_s, reconnect_max_s, rng=rng)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -220,9 +224,10 @@ class CameraSource:
         rewound = False  # a read right after a rewind must succeed, or the file is broken
         while not self._stop.is_set():
             started = time.monotonic()
-            ok, image = cap.read()
-            took_s = time.monotonic() - started
-            if not ok or image is None:
+            ok = cap.grab()
+            grabbed_mono = time.monotonic()
+            took_s = grabbed_mono - started
+            if not ok:
                 if is_file:
                     if connected_mono is None:
                         self._set_state(CameraState.down, "cannot decode any frame of the video file; replace the file or fix the url")
@@ -245,7 +250,14 @@ class CameraSource:
                 self._set_state(CameraState.connected, self.display_url)
             elif self._backoff.attempt and time.monotonic() - connected_mono > STABLE_AFTER_S:
                 self._backoff.reset()
-            self._deliver(image)
+            # Converting to BGR is about half the cost of reading a frame, so frames the
+            # sampler will not take are grabbed (decoded) but never converted.
+            if self.wants_frame is None or self.wants_frame(grabbed_mono):
+                ok, image = cap.retrieve()
+                if ok and image is not None:
+                    self._deliver(image, grabbed_mono)
+            else:
+                self._count(grabbed_mono)
             if period_s:
                 next_due += period_s
                 wait_s = next_due - time.monotonic()
@@ -255,13 +267,15 @@ class CameraSource:
                     next_due = time.monotonic()
         return None
 
-    def _deliver(self, image) -> None:
-        now_mono = time.monotonic()
-        frame = Frame(self.camera_id, self._next_frame_id, time.time(), now_mono, image)
+    def _count(self, grabbed_mono: float) -> None:
         self._next_frame_id += 1
         self._frames_read += 1
-        self._last_frame_at = frame.captured_at
-        self._last_frame_mono = now_mono
+        self._last_frame_at = time.time()
+        self._last_frame_mono = grabbed_mono
+
+    def _deliver(self, image, grabbed_mono: float) -> None:
+        frame = Frame(self.camera_id, self._next_frame_id, time.time(), grabbed_mono, image)
+        self._count(grabbed_mono)
         if self.on_frame is not None:
             try:
                 self.on_frame(frame)

@@ -222,6 +222,7 @@ def test_hub_batches_sampled_frames_from_several_cameras(short_clip, tmp_path):
     assert states["c"] == CameraState.down
     stats = hub.stats()
     assert stats["a"].sampler.skipped_interval > 0, "25 fps sampled at 5/s skips frames"
+    assert stats["a"].sampler.offered == stats["a"].camera.frames_read, "every frame read passed the sampler"
     assert all(s.camera.state == CameraState.stopped for s in stats.values())
 
 

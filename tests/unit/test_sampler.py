@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamcap.capture.sampler import FrameSampler, scene_difference, thumbnail
+from streamcap.capture.sampler import FrameSampler, SamplerStats, scene_difference, thumbnail
 from streamcap.messages import Frame
 
 VIDEOS = Path(os.environ.get("STREAMCAP_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "videos"
@@ -67,6 +67,20 @@ def test_interval_gate_gives_one_frame_per_interval(fps, seconds, interval_s, ex
     assert stats.offered == len(frames)
     assert stats.skipped_interval == len(frames) - expected
     assert stats.skipped_scene == 0
+
+
+def test_due_checks_the_rate_before_a_frame_is_converted():
+    # given: a sampler that has just accepted a frame at t=100
+    sampler = FrameSampler(interval_s=1.0)
+    first = synthetic(1, 10.0)[0]
+    assert sampler.accept(first)
+
+    # when
+    early, on_time = sampler.due(100.5), sampler.due(101.0)
+
+    # then: the declined frame counts as offered and skipped, the due one is left to accept()
+    assert (early, on_time) == (False, True)
+    assert sampler.stats() == SamplerStats(offered=2, accepted=1, skipped_interval=1, skipped_scene=0)
 
 
 def test_interval_gate_on_a_real_clip_restarts_cadence_after_a_stall():
