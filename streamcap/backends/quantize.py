@@ -45,14 +45,20 @@ def quantize_onnx_encoder(source: Path, target: Path, paths: list[Path], spec: E
     # about 8% of the multiply-adds (the usual first/last-layer exception).
     convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
     tmp = target.with_suffix(".tmp.onnx")
-    quantize_static(
-        str(prepared), str(tmp), OrtCalibrationReader(paths, spec, batch_size),
-        quant_format=QuantFormat.QDQ, per_channel=True,
-        # u8 activations x s8 weights is the fast path of ONNX Runtime's x86 int8 kernels.
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,  # Entropy and Percentile measured no better here
-        nodes_to_exclude=[convs[0], convs[-1]],
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantizer logs one INFO line per rescaled weight to root
+    try:
+        quantize_static(
+            str(prepared), str(tmp), OrtCalibrationReader(paths, spec, batch_size),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            # u8 activations x s8 weights is the fast path of ONNX Runtime's x86 int8 kernels.
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,  # Entropy and Percentile measured no better here
+            nodes_to_exclude=[convs[0], convs[-1]],
+        )
+    finally:
+        root.setLevel(level)
     tmp.replace(target)
     prepared.unlink(missing_ok=True)
     return target
