@@ -47,7 +47,7 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def run_cameras(count: int, seconds: float, burn_in_s: float, clip: Path) -> dict:
+def run_cameras(count: int, seconds: float, burn_in_s: float, clip: Path, infer_ms_per_frame: float = 0.0) -> dict:
     server = RtspServer(clip, count=count, path="cam").start()
     cams = {
         f"cam{i}": CameraSource(f"cam{i}", url, open_timeout_s=10, read_timeout_s=5, reconnect_initial_s=0.5, reconnect_max_s=5)
@@ -62,6 +62,7 @@ def run_cameras(count: int, seconds: float, burn_in_s: float, clip: Path) -> dic
             batch = hub.next_batch(timeout_s=0.5)
             if batch:
                 batches.append(len(batch.frames))
+                stop.wait(infer_ms_per_frame * len(batch.frames) / 1000)  # a captioner this slow
 
     consumer = threading.Thread(target=consume, name="consumer")
     try:
@@ -74,12 +75,16 @@ def run_cameras(count: int, seconds: float, burn_in_s: float, clip: Path) -> dic
             time.sleep(0.05)
         all_up_s = time.monotonic() - started
         time.sleep(burn_in_s)
-        before = {name: s.camera.frames_read for name, s in hub.stats().items()}
+        before_stats = hub.stats()
+        before = {name: s.camera.frames_read for name, s in before_stats.items()}
+        drops_before = sum(s.batcher_drops for s in before_stats.values())
+        first_batch = len(batches)
         cpu0, server0, wall0 = time.process_time(), process_cpu_s(server.proc.pid), time.monotonic()
         time.sleep(seconds)
         wall = time.monotonic() - wall0
         cpu, server_cpu = time.process_time() - cpu0, process_cpu_s(server.proc.pid) - server0
         stats = hub.stats()
+        measured_batches = batches[first_batch:]
     finally:
         stop.set()
         hub.stop()
@@ -95,8 +100,8 @@ def run_cameras(count: int, seconds: float, burn_in_s: float, clip: Path) -> dic
         "server_cpu_pct": 100 * server_cpu / wall,
         "connected": sum(s.camera.state == CameraState.connected for s in stats.values()),
         "reconnects": sum(s.camera.reconnects for s in stats.values()),
-        "batcher_drops": sum(s.batcher_drops for s in stats.values()),
-        "mean_batch": statistics.mean(batches) if batches else 0.0,
+        "batcher_drops": sum(s.batcher_drops for s in stats.values()) - drops_before,
+        "mean_batch": statistics.mean(measured_batches) if measured_batches else 0.0,
     }
 
 
@@ -130,6 +135,7 @@ def main() -> int:
     parser.add_argument("--burn-in", type=float, default=3.0, help="seconds to settle after all cameras are up")
     parser.add_argument("--clip", default="car-detection.mp4")
     parser.add_argument("--sampler-seconds", type=float, default=60.0, help="seconds of each clip for part 2")
+    parser.add_argument("--infer-ms", type=float, default=0.0, help="simulated captioner time per frame (overload: drops)")
     parser.add_argument("--skip-rtsp", action="store_true")
     args = parser.parse_args()
 
@@ -141,10 +147,10 @@ def main() -> int:
         else:
             clip = prepared_clip(args.clip, 640, 360)
             options = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "(unset)")
-            print(f"\nRTSP cameras: {args.clip} at 640x360, 12.5 fps; {args.seconds:.0f} s measured; OPENCV_FFMPEG_CAPTURE_OPTIONS={options}")
+            print(f"\nRTSP cameras: {args.clip} at 640x360, 12.5 fps; 1 caption/s/camera; captioner {args.infer_ms:.0f} ms/frame; {args.seconds:.0f} s measured; OPENCV_FFMPEG_CAPTURE_OPTIONS={options}")
             print(f"{'cameras':>7} {'up':>3} {'all up s':>8} {'fps/cam med':>11} {'fps/cam min':>11} {'cpu %':>6} {'server %':>8} {'reconn':>6} {'b.drops':>7} {'batch':>5}")
             for count in [int(c) for c in args.cameras.split(",")]:
-                r = run_cameras(count, args.seconds, args.burn_in, clip)
+                r = run_cameras(count, args.seconds, args.burn_in, clip, args.infer_ms)
                 print(
                     f"{r['cameras']:>7} {r['connected']:>3} {r['all_up_s']:>8.1f} {r['fps_median']:>11.2f} {r['fps_min']:>11.2f} {r['cpu_pct']:>6.0f} "
                     f"{r['server_cpu_pct']:>8.0f} {r['reconnects']:>6} {r['batcher_drops']:>7} {r['mean_batch']:>5.2f}",
