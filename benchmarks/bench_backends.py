@@ -6,9 +6,8 @@ machine's fp32 matrix-multiply peak, measured in the same run (2048^3 torch
 matmul). Then the whole captioner (encode + greedy decode) per backend, and how
 often int8 changes a caption on Flickr8k dev images.
 
-FLOPs per image are counted from the Conv and Linear layer shapes (2 x MACs),
-the same layers the ONNX graph's Conv/Gemm/MatMul nodes are exported from.
-All figures are medians of --repeats runs after one warm-up.
+FLOPs per image are counted from the ONNX graph's Conv/Gemm/MatMul shapes
+(2 x multiply-adds). All figures are medians of --repeats runs after one warm-up.
 
     python benchmarks/bench_backends.py --repeats 5
     python benchmarks/bench_backends.py --random-weights   # ResNet50 speed without its weights
@@ -52,28 +51,38 @@ def median_seconds(fn, repeats: int) -> float:
 
 def matmul_peak_flops(repeats: int) -> float:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 2 * 2048**3 / median_seconds(lambda: a @ b, max(repeats, 3))
+    return 2 * 2048**3 / median_seconds(lambda: a @ b, max(repeats, 5))
 
 
-def count_flops(encoder: torch.nn.Module, size: int) -> float:
-    """FLOPs of one image: 2 x multiply-adds of every Conv2d and Linear."""
+def onnx_flops(path: Path, workdir: Path) -> float:
+    """FLOPs of one image from the graph: 2 x multiply-adds of every Conv, Gemm and MatMul.
+
+    The graph is first passed through ONNX Runtime's pre-processing so that
+    shape inference reaches every node (lite0's dynamic "same" padding hides
+    the shapes otherwise).
+    """
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = workdir / f"{path.stem}.shapes.onnx"
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(prepared))).graph
+    values = [*graph.value_info, *graph.input, *graph.output]
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+    shapes.update({i.name: list(i.dims) for i in graph.initializer})
     total = 0
-
-    def conv_hook(module, _, output):
-        nonlocal total
-        kh, kw = module.kernel_size
-        total += 2 * output.numel() * (module.in_channels // module.groups) * kh * kw
-
-    def linear_hook(module, _, output):
-        nonlocal total
-        total += 2 * output.numel() * module.in_features
-
-    hooks = [m.register_forward_hook(conv_hook) for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
-    hooks += [m.register_forward_hook(linear_hook) for m in encoder.modules() if isinstance(m, torch.nn.Linear)]
-    with torch.no_grad():
-        encoder(torch.zeros(1, 3, size, size))
-    for hook in hooks:
-        hook.remove()
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        per_image_out = int(np.prod(shapes[node.output[0]][1:]))  # drop the batch axis
+        weight = shapes[node.input[1]]
+        if node.op_type == "Conv":
+            macs_per_output = int(np.prod(weight[1:]))  # (Cin / groups) x kh x kw
+        elif node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+            macs_per_output = weight[1]
+        else:
+            macs_per_output = weight[0] if node.op_type == "Gemm" else shapes[node.input[0]][-1]
+        total += 2 * per_image_out * macs_per_output
     return float(total)
 
 
@@ -108,9 +117,9 @@ def bench_encoders(args, data: Path, workdir: Path, peak: float) -> None:
         if encoder is None:
             continue
         spec = encoder.spec
-        flops = count_flops(encoder, spec.input_size)
         fp32_path, int8_path = workdir / f"{name}.onnx", workdir / f"{name}.int8.onnx"
         export_encoder(encoder, fp32_path)
+        flops = onnx_flops(fp32_path, workdir)
         quantize_onnx_encoder(fp32_path, int8_path, calibration_paths(data, args.calib_images), spec)
         fp32, int8 = make_session(fp32_path, threads=args.threads), make_session(int8_path, threads=args.threads)
         frames = [read_image(p) for p in dev_paths(data, max(args.batches))]
