@@ -46,3 +46,26 @@ def test_tiny_model_reproduces_its_training_captions(tiny_corpus, tmp_path, deco
     assert dict(zip(expected, captions)) == expected
     history = json.loads((out.parent / "tiny.pt.history.json").read_text())
     assert history[-1]["loss"] < history[0]["loss"] / 5
+
+
+def _tiny_args(root, out, tmp_path, *extra):
+    return [
+        "train", "--data", str(root), "--out", str(out), "--decoder", "attention", "--min-count", "1",
+        "--hidden-dim", "32", "--attention-dim", "16", "--embed-dim", "16", "--dropout", "0", "--batch-size", "6",
+        "--lr", "0.005", "--patience", "1000", "--eval-beam", "1", "--cache-dir", str(tmp_path / "cache"), *extra,
+    ]
+
+
+def test_resume_continues_where_training_stopped_and_scst_runs_after(tiny_corpus, tmp_path):
+    root, _ = tiny_corpus
+    out = tmp_path / "run" / "m.pt"
+    # given a run stopped after 3 epochs
+    assert main(_tiny_args(root, out, tmp_path, "--epochs", "3")) == 0
+    # when resumed to 5 epochs and followed by 2 epochs of self-critical training
+    last = out.parent / "m.last.pt"
+    assert main(_tiny_args(root, out, tmp_path, "--epochs", "5", "--resume", str(last), "--scst-epochs", "2",
+                           "--scst-batch-images", "3", "--scst-lr", "0.001")) == 0
+    # then the history shows epochs 0-4 once each, then the SCST epochs with their CIDEr-D reward
+    history = json.loads((out.parent / "m.pt.history.json").read_text())
+    assert [(h["phase"], h["epoch"]) for h in history] == [("xe", e) for e in range(5)] + [("scst", 0), ("scst", 1)]
+    assert all(h["reward"] >= 0 for h in history if h["phase"] == "scst")
