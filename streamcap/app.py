@@ -7,7 +7,6 @@ validation, and fails with a one-line reason.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 from dataclasses import dataclass
 
@@ -60,8 +59,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None) -> App:
 
     publishers = []
     if config.outputs.console or config.outputs.jsonl:
-        stream = console_stream if config.outputs.console else open(os.devnull, "w")  # noqa: SIM115 - closed with the process
-        publishers.append(ConsolePublisher(stream=stream, jsonl_path=config.outputs.jsonl, metrics=metrics))
+        publishers.append(ConsolePublisher(stream=console_stream, jsonl_path=config.outputs.jsonl, metrics=metrics, console=config.outputs.console))
     if config.mqtt is not None:
         settings = MqttSettings.from_config(config.mqtt, config.device_id)
         publishers.append(MqttPublisher(settings, metrics=metrics, on_status=status_events.put))

@@ -248,7 +248,7 @@ class MqttConfig(StrictModel):
     qos_alarm: int = Field(default=1, ge=0, le=2, description="QoS of alarm messages.")
     qos_status: int = Field(default=1, ge=0, le=2, description="QoS of the retained status message.")
     spool_dir: Path = Field(default=Path(".streamcap/spool"), description="Where alarms wait on disk while the broker is unreachable.")
-    spool_max_messages: int = Field(default=10000, ge=0, description="Oldest spooled alarms are dropped beyond this many.")
+    spool_max_messages: int = Field(default=10000, ge=1, description="Oldest spooled alarms are dropped beyond this many.")
     publish_snapshots: bool = Field(default=True, description="Publish alarm snapshots (JPEG) on <prefix>/<device>/<camera>/snapshot.")
 
     @field_validator("prefix")
