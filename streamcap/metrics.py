@@ -101,6 +101,9 @@ class Metrics:
 
     def note_frame(self, camera: str, captured_at: float) -> None:
         self.frames_read.labels(camera=camera).inc()
+        self.note_last_frame(camera, captured_at)
+
+    def note_last_frame(self, camera: str, captured_at: float | None) -> None:
         with self._lock:
             self._cameras.setdefault(camera, {"state": CameraState.connecting.value})["last_frame_at"] = captured_at
 

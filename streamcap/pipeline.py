@@ -60,6 +60,8 @@ class Pipeline:
         self._on_stopped = on_stopped
         self.captions_dropped = 0
         self.alarms_raised = 0
+        self._frames_counted: dict[str, int] = {}
+        self._next_stats_sync = 0.0
 
     def start(self) -> None:
         self.publishers.start()
@@ -120,6 +122,7 @@ class Pipeline:
     def _run_dispatch(self) -> None:
         while True:
             self._drain_status()
+            self._sync_camera_stats()
             if self.rule_watcher is not None:
                 try:
                     self.rule_watcher.poll()
@@ -157,6 +160,20 @@ class Pipeline:
             if event.kind == "camera_state":
                 last = self.hub.cameras[event.source].stats().last_frame_at if event.source in self.hub.cameras else None
                 self.publishers.publish_camera_state(event.source, event.value, last)
+
+    def _sync_camera_stats(self) -> None:
+        """Readers count frames without touching metrics (they must never block); fold the counts in once a second."""
+        now = time.monotonic()
+        if now < self._next_stats_sync:
+            return
+        self._next_stats_sync = now + 1.0
+        for camera_id, camera in self.hub.cameras.items():
+            stats = camera.stats()
+            new = stats.frames_read - self._frames_counted.get(camera_id, 0)
+            if new > 0:
+                self.metrics.frames_read.labels(camera=camera_id).inc(new)
+                self._frames_counted[camera_id] = stats.frames_read
+                self.metrics.note_last_frame(camera_id, stats.last_frame_at)
 
     # --- shutdown --------------------------------------------------------------
     def stop(self, timeout_s: float = 10.0) -> None:
