@@ -102,3 +102,19 @@ def test_export_command_writes_checked_graphs_to_out(tmp_path, shared_data, caps
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["encoder.onnx", "export.json", "prepare.onnx", "step.onnx"]
     assert str(tmp_path / "out") in capsys.readouterr().out
+
+
+def test_resnet50_encoder_graph_uses_tensorrt_ops_only(tmp_path):
+    import torchvision
+
+    from streamcap.backends.export import export_encoder
+    from streamcap.model.encoder import SPECS, ImageEncoder
+
+    # given ResNet50 (random weights: the graph's ops do not depend on the values)
+    net = torchvision.models.resnet50(weights=None)
+    encoder = ImageEncoder(SPECS["resnet50"], torch.nn.Sequential(*list(net.children())[:-2]), net.fc).eval()
+    # when exported, then it passes the same checks and gives a 7x7x2048 grid
+    export_encoder(encoder, tmp_path / "encoder.onnx")
+    ops = check_graph(tmp_path / "encoder.onnx")
+    assert ops["Conv"] == 53 and ops["MaxPool"] == 1
+    assert [d.dim_value for d in onnx.load(str(tmp_path / "encoder.onnx")).graph.output[0].type.tensor_type.shape.dim[1:]] == [49, 2048]
