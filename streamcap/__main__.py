@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "streamcap.commands.caption",
     "streamcap.commands.train",
     "streamcap.commands.evaluate",
+    "streamcap.commands.pack",
     "streamcap.commands.run",
     "streamcap.commands.config_cmd",
     "streamcap.commands.rules_cmd",
