@@ -166,3 +166,31 @@ def load_glove(embed: nn.Embedding, vocab_words: list[str], glove_words: list[st
                 embed.weight[index] = torch.as_tensor(glove_vectors[row], dtype=embed.weight.dtype)
                 found += 1
     return found
+
+
+def transplant_weights(source: nn.Module, source_vocab, target: nn.Module, target_vocab) -> int:
+    """Copy `source`'s weights into `target`, matching vocabulary rows by word.
+
+    Tensors indexed by vocabulary (embedding, output layer) get the rows of the
+    words both vocabularies share; new words keep their fresh initialisation.
+    Every other tensor must have the same shape in both models.
+    """
+    row_of = {w: i for i, w in enumerate(source_vocab.words)}
+    pairs = [(i, row_of[w]) for i, w in enumerate(target_vocab.words) if w in row_of]
+    new_rows = torch.tensor([i for i, _ in pairs])
+    old_rows = torch.tensor([j for _, j in pairs])
+    source_state, target_state = source.state_dict(), target.state_dict()
+    copied = 0
+    with torch.no_grad():
+        for name, tensor in target_state.items():
+            old = source_state[name]
+            if old.shape == tensor.shape and len(source_vocab) == len(target_vocab) and source_vocab.words == target_vocab.words:
+                tensor.copy_(old)
+            elif old.shape[:1] == (len(source_vocab),) and tensor.shape[:1] == (len(target_vocab),) and old.shape[1:] == tensor.shape[1:]:
+                tensor[new_rows] = old[old_rows]
+            elif old.shape == tensor.shape:
+                tensor.copy_(old)
+            else:
+                raise ValueError(f"cannot warm-start {name}: shape {tuple(old.shape)} vs {tuple(tensor.shape)}")
+            copied += 1
+    return copied

@@ -19,10 +19,15 @@ PAD_INDEX = 0
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
-def clean_caption(raw: str) -> list[str]:
-    """The paper's cleaning, as a list of words (no start/end markers)."""
+def clean_caption(raw: str, min_word_length: int = 2) -> list[str]:
+    """The paper's cleaning, as a list of words (no start/end markers).
+
+    The paper drops one-letter words (min_word_length=2), which removes "a"
+    from every caption it learns; references keep it, so such a model loses
+    n-gram matches it could have had. The shipped model keeps them (1).
+    """
     words = raw.lower().translate(_PUNCTUATION).split()
-    return [w for w in words if len(w) > 1 and w.isalpha()]
+    return [w for w in words if len(w) >= min_word_length and w.isalpha()]
 
 
 _WORD = re.compile(r"[a-z]+")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from streamcap.model.captioner import DecodeOptions
 from streamcap.model.checkpoint import CaptionModelSpec, load_checkpoint, save_checkpoint
-from streamcap.model.decoder import DecoderConfig, build_decoder, load_glove
+from streamcap.model.decoder import DecoderConfig, build_decoder, load_glove, transplant_weights
 from streamcap.model.encoder import build_encoder
 from streamcap.model.vocab import Vocabulary, clean_caption
 from streamcap.train.data import CaptionCorpus, load_corpus
@@ -45,6 +45,8 @@ class TrainConfig:
     dropout: float = 0.5
     freeze_embeddings: bool | None = None  # default: frozen for merge (as the paper), trained for attention
     min_count: int = 10
+    min_word_length: int = 2  # the paper's 2 drops one-letter words ("a"); 1 keeps them
+    init_from: str | None = None  # warm start: copy weights of a checkpoint, rows matched by word
     max_len: int = 34
     epochs: int = 30
     batch_size: int = 64
@@ -85,12 +87,12 @@ def _read_glove(path: str) -> tuple[list[str], np.ndarray]:
     return words, vectors
 
 
-def _encode_captions(image_ids: list[str], corpus: CaptionCorpus, vocab: Vocabulary, max_len: int):
+def _encode_captions(image_ids: list[str], corpus: CaptionCorpus, vocab: Vocabulary, max_len: int, min_word_length: int):
     """(row of the image in the split, padded token array (N, max_len))."""
     rows, sequences = [], []
     for row, image_id in enumerate(image_ids):
         for raw in corpus.captions[image_id]:
-            tokens = vocab.encode(clean_caption(raw))[:max_len]
+            tokens = vocab.encode(clean_caption(raw, min_word_length))[:max_len]
             rows.append(row)
             sequences.append(tokens + [0] * (max_len - len(tokens)))
     return np.asarray(rows), np.asarray(sequences, dtype=np.int64)
@@ -149,8 +151,9 @@ def train(config: TrainConfig) -> Path:
     features = torch.from_numpy(np.ascontiguousarray(train_feats[keep_train]))  # (N, P, D) float16 in RAM
     dev_features = np.ascontiguousarray(dev_feats[keep_dev])
 
-    vocab = Vocabulary.build([clean_caption(c) for i in train_ids for c in corpus.captions[i]], config.min_count)
-    rows, sequences = _encode_captions(train_ids, corpus, vocab, config.max_len)
+    cleaned = [clean_caption(c, config.min_word_length) for i in train_ids for c in corpus.captions[i]]
+    vocab = Vocabulary.build(cleaned, config.min_count)
+    rows, sequences = _encode_captions(train_ids, corpus, vocab, config.max_len, config.min_word_length)
     log.info("train: %d images, %d captions, vocabulary %d words", len(train_ids), len(rows), len(vocab))
 
     freeze = config.freeze_embeddings if config.freeze_embeddings is not None else config.decoder == "merge"
@@ -164,6 +167,10 @@ def train(config: TrainConfig) -> Path:
         glove_words, glove_vectors = _read_glove(config.glove)
         found = load_glove(decoder.embed, vocab.words, glove_words, glove_vectors)
         log.info("GloVe: %d of %d vocabulary words initialised", found, len(vocab) - 1)
+    if config.init_from:
+        source_spec, source, _ = load_checkpoint(config.init_from)
+        copied = transplant_weights(source, source_spec.vocab, decoder, vocab)
+        log.info("warm start from %s: %d tensors copied, vocabulary rows matched by word", config.init_from, copied)
     decoder.embed.weight.requires_grad_(not freeze)
 
     spec = CaptionModelSpec(

@@ -59,3 +59,28 @@ def test_unreadable_checkpoint_names_the_file(tmp_path, content):
 def test_missing_checkpoint_names_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="nope.pt: checkpoint not found"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("kind", ["merge", "attention"])
+def test_warm_start_matches_vocabulary_rows_by_word(kind):
+    # given a trained-looking decoder and a new vocabulary that adds "a" in front and drops "grass"
+    spec = _spec(kind)
+    torch.manual_seed(0)
+    source = build_decoder(spec.decoder)
+    new_vocab = Vocabulary([PAD, "a", START, END, "dog", "runs"])
+    target = build_decoder(DecoderConfig(**{**spec.decoder.to_dict(), "vocab_size": len(new_vocab)}))
+    fresh_row_of_a = target.embed.weight[1].clone()
+    # when warm-started
+    from streamcap.model.decoder import transplant_weights
+
+    transplant_weights(source, spec.vocab, target, new_vocab)
+    # then shared words keep their rows, the new word keeps its fresh row, the rest is copied as is
+    for word in (START, END, "dog", "runs"):
+        torch.testing.assert_close(target.embed.weight[new_vocab.index[word]], source.embed.weight[spec.vocab.index[word]])
+    torch.testing.assert_close(target.embed.weight[1], fresh_row_of_a)
+    source_state, target_state = source.state_dict(), target.state_dict()
+    vocab_sized = [n for n, t in source_state.items() if t.shape[:1] == (len(spec.vocab),)]
+    assert vocab_sized, "expected the embedding and output layer to be indexed by vocabulary"
+    for name, tensor in source_state.items():
+        if name not in vocab_sized:
+            torch.testing.assert_close(target_state[name], tensor)
