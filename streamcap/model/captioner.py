@@ -27,6 +27,19 @@ class DecodeOptions:
     max_len: int = 34
 
 
+@torch.no_grad()
+def decode_grid(decoder, vocab, grid: torch.Tensor, options: DecodeOptions) -> list[Hypothesis]:
+    """Greedy or beam search over a PyTorch decoder, for a batch of encoder grids (B, P, D)."""
+    memory = decoder.prepare(grid)
+    state = decoder.init_state(memory)
+    if options.beam_size <= 1:
+        return greedy_search(decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len)
+    return beam_search(
+        decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len,
+        beam_size=options.beam_size, length_penalty=options.length_penalty,
+    )
+
+
 class Captioner:
     def __init__(self, spec: CaptionModelSpec, encoder: ImageEncoder, decoder: torch.nn.Module, options: DecodeOptions, model_path: str = ""):
         if encoder.feature_dim != spec.decoder.feature_dim or encoder.name != spec.encoder:
@@ -65,17 +78,8 @@ class Captioner:
     def encode(self, frames_bgr: list[np.ndarray]) -> torch.Tensor:
         return self.encoder(self.encoder.preprocess(frames_bgr))  # (B, P, D)
 
-    @torch.no_grad()
     def decode(self, grid: torch.Tensor) -> list[Hypothesis]:
-        memory = self.decoder.prepare(grid)
-        state = self.decoder.init_state(memory)
-        vocab, opts = self.spec.vocab, self.options
-        if opts.beam_size <= 1:
-            return greedy_search(self.decoder.step, state, memory, vocab.start_index, vocab.end_index, opts.max_len)
-        return beam_search(
-            self.decoder.step, state, memory, vocab.start_index, vocab.end_index, opts.max_len,
-            beam_size=opts.beam_size, length_penalty=opts.length_penalty,
-        )
+        return decode_grid(self.decoder, self.spec.vocab, grid, self.options)
 
     def caption(self, frames_bgr: list[np.ndarray]) -> list[str]:
         if not frames_bgr:

@@ -8,8 +8,7 @@ import subprocess
 import numpy as np
 import torch
 
-from streamcap.model.captioner import DecodeOptions
-from streamcap.model.search import beam_search, greedy_search
+from streamcap.model.captioner import DecodeOptions, decode_grid
 from streamcap.model.vocab import Vocabulary, tokenize_for_scoring
 from streamcap.train.metrics import score_all
 
@@ -23,15 +22,7 @@ def caption_features(decoder, vocab: Vocabulary, features: np.ndarray, options: 
     captions: list[str] = []
     for start in range(0, len(features), batch_size):
         grid = torch.from_numpy(np.asarray(features[start : start + batch_size], dtype=np.float32))  # (B, P, D)
-        memory = decoder.prepare(grid)
-        state = decoder.init_state(memory)
-        if options.beam_size <= 1:
-            hyps = greedy_search(decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len)
-        else:
-            hyps = beam_search(
-                decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len,
-                beam_size=options.beam_size, length_penalty=options.length_penalty,
-            )
+        hyps = decode_grid(decoder, vocab, grid, options)
         captions.extend(vocab.decode(h.tokens) for h in hyps)
     return captions
 
