@@ -78,10 +78,11 @@ class SearchCaptioner:
         state = self.init_state(memory)
         vocab, opts = self.spec.vocab, self.options
         if opts.beam_size <= 1:
-            return greedy_search(self.step, state, memory, vocab.start_index, vocab.end_index, opts.max_len)
+            return greedy_search(self.step, state, memory, vocab.start_index, vocab.end_index, opts.max_len,
+                                 no_end_after=vocab.no_end_after)
         return beam_search(
             self.step, state, memory, vocab.start_index, vocab.end_index, opts.max_len,
-            beam_size=opts.beam_size, length_penalty=opts.length_penalty,
+            beam_size=opts.beam_size, length_penalty=opts.length_penalty, no_end_after=vocab.no_end_after,
         )
 
     def caption(self, frames_bgr: list[np.ndarray]) -> list[str]:

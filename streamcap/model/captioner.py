@@ -33,10 +33,11 @@ def decode_grid(decoder, vocab, grid: torch.Tensor, options: DecodeOptions) -> l
     memory = decoder.prepare(grid)
     state = decoder.init_state(memory)
     if options.beam_size <= 1:
-        return greedy_search(decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len)
+        return greedy_search(decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len,
+                             no_end_after=vocab.no_end_after)
     return beam_search(
         decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len,
-        beam_size=options.beam_size, length_penalty=options.length_penalty,
+        beam_size=options.beam_size, length_penalty=options.length_penalty, no_end_after=vocab.no_end_after,
     )
 
 

@@ -22,12 +22,22 @@ class Hypothesis:
     score: float  # logprob after the length penalty; what the beam ranks by
 
 
+def _forbid_end_after(logprobs: torch.Tensor, previous: torch.Tensor, end: int, no_end_after: frozenset[int]) -> torch.Tensor:
+    if not no_end_after:
+        return logprobs
+    blocked = torch.isin(previous, torch.tensor(sorted(no_end_after)))  # (B,)
+    logprobs = logprobs.clone()
+    logprobs[blocked, end] = float("-inf")
+    return logprobs
+
+
 def _select(tensors: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t.index_select(0, index) for t in tensors)
 
 
 def greedy_search(
-    step_fn: StepFn, state: State, memory: Memory, start: int, end: int, max_len: int
+    step_fn: StepFn, state: State, memory: Memory, start: int, end: int, max_len: int,
+    no_end_after: frozenset[int] = frozenset(),
 ) -> list[Hypothesis]:
     batch = memory[0].shape[0]
     tokens = torch.full((batch,), start, dtype=torch.long)  # (B,)
@@ -35,6 +45,7 @@ def greedy_search(
     alive = torch.ones(batch, dtype=torch.bool)  # (B,)
     for _ in range(max_len):
         logprobs, state = step_fn(tokens, state, memory)  # (B, V)
+        logprobs = _forbid_end_after(logprobs, tokens, end, no_end_after)
         best, tokens = logprobs.max(-1)  # (B,), (B,)
         total += torch.where(alive, best.float(), torch.zeros_like(total))
         for i in alive.nonzero()[:, 0].tolist():
@@ -54,6 +65,7 @@ def beam_search(
     max_len: int,
     beam_size: int = 3,
     length_penalty: float = 0.0,
+    no_end_after: frozenset[int] = frozenset(),
 ) -> list[Hypothesis]:
     """Best hypothesis per image; scores are logprob / length**length_penalty.
 
@@ -72,6 +84,7 @@ def beam_search(
 
     for t in range(max_len):
         logprobs, state = step_fn(tokens, state, memory)  # (B*K, V)
+        logprobs = _forbid_end_after(logprobs, tokens, end, no_end_after)
         V = logprobs.shape[-1]
         candidates = beam_logprob[:, :, None] + logprobs.float().view(B, K, V)  # (B, K, V)
         top_logprob, top_flat = candidates.view(B, K * V).topk(2 * K, dim=1)  # (B, 2K)

@@ -30,7 +30,10 @@ def clean_caption(raw: str, min_word_length: int = 2) -> list[str]:
     return [w for w in words if len(w) >= min_word_length and w.isalpha()]
 
 
-_WORD = re.compile(r"[a-z]+")
+# A caption never ends on these words. A model trained with out-of-vocabulary
+# words dropped has seen "... on a endseq" wherever the noun was rare, and
+# learns to stop after an article when unsure (cf. ruotianluo's bad_endings).
+NO_END_AFTER = ("a", "an", "the", "in", "for", "at", "of", "with", "on", "to", "is", "are", "and", "its", "their", "his", "her")
 
 
 def tokenize_for_scoring(raw: str) -> str:
@@ -60,6 +63,10 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.words)
+
+    @property
+    def no_end_after(self) -> frozenset[int]:
+        return frozenset(self.index[w] for w in NO_END_AFTER if w in self.index)
 
     @property
     def start_index(self) -> int:

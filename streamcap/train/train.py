@@ -220,7 +220,7 @@ def train(config: TrainConfig) -> Path:
 
         _, best, _ = load_checkpoint(out)
         decoder.load_state_dict(best.state_dict())
-        self_critical_training(decoder, vocab, features, train_ids, corpus, dev_features, dev_ids, config, spec, out, history, best_cider, t0)
+        best_cider = self_critical_training(decoder, vocab, features, train_ids, corpus, dev_features, dev_ids, config, spec, out, history, best_cider, t0)
 
     log.info("best dev CIDEr-D %.3f; model at %s (%.0f s)", best_cider, out, time.time() - t0)
     Path(str(out) + ".history.json").write_text(json.dumps(history, indent=1))
