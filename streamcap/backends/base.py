@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 import torch
 
-from streamcap.model.captioner import DecodeOptions
+from streamcap.model.captioner import DecodeOptions, decode_grid
 from streamcap.model.checkpoint import CaptionModelSpec
 from streamcap.model.decoder import Memory, State
 from streamcap.model.encoder import EncoderSpec
-from streamcap.model.search import Hypothesis, beam_search, greedy_search
+from streamcap.model.search import Hypothesis
 
 
 class BackendUnavailable(RuntimeError):
@@ -74,16 +74,8 @@ class SearchCaptioner:
 
     @torch.no_grad()
     def decode(self, grid: torch.Tensor) -> list[Hypothesis]:
-        memory = self.prepare(grid)
-        state = self.init_state(memory)
-        vocab, opts = self.spec.vocab, self.options
-        if opts.beam_size <= 1:
-            return greedy_search(self.step, state, memory, vocab.start_index, vocab.end_index, opts.max_len,
-                                 no_end_after=vocab.no_end_after)
-        return beam_search(
-            self.step, state, memory, vocab.start_index, vocab.end_index, opts.max_len,
-            beam_size=opts.beam_size, length_penalty=opts.length_penalty, no_end_after=vocab.no_end_after,
-        )
+        # This class has the decoder's prepare/init_state/step, so the PyTorch search dispatch serves it as is.
+        return decode_grid(self, self.spec.vocab, grid, self.options)
 
     def caption(self, frames_bgr: list[np.ndarray]) -> list[str]:
         if not frames_bgr:
