@@ -12,26 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from bench_backends import median_seconds
 from streamcap.model.captioner import Captioner, DecodeOptions
 from streamcap.model.images import read_image
 from streamcap.train.data import load_flickr8k
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -54,13 +43,13 @@ def main() -> int:
     for batch in [int(b) for b in args.batches.split(",")]:
         chunk = frames[:batch]
         with torch.no_grad():
-            t_enc = median_time(lambda: captioner.encode(chunk), args.repeats)
+            t_enc = median_seconds(lambda: captioner.encode(chunk), args.repeats)
             grid = captioner.encode(chunk)
             shares, e2e = {}, {}
             for beam in (1, 3):
                 captioner.options = DecodeOptions(beam_size=beam, length_penalty=captioner.options.length_penalty, max_len=captioner.spec.max_len)
-                t_dec = median_time(lambda: captioner.decode(grid), args.repeats)
-                t_all = median_time(lambda: captioner.caption(chunk), args.repeats)
+                t_dec = median_seconds(lambda: captioner.decode(grid), args.repeats)
+                t_all = median_seconds(lambda: captioner.caption(chunk), args.repeats)
                 shares[beam], e2e[beam] = t_dec / t_enc, batch / t_all
         print(f"| {batch} | {batch / t_enc:.1f} | {e2e[1]:.1f} | {e2e[3]:.1f} | {100 * shares[1]:.0f}% | {100 * shares[3]:.0f}% |")
     return 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from rtsp_fixtures import RtspServer, prepared_clip, rtsp_unavailable  # noqa: E402
+from bench_backends import median_seconds  # noqa: E402
 
 from streamcap.app import build  # noqa: E402
 from streamcap.backends.select import load_captioner  # noqa: E402
@@ -50,13 +50,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def captioner_rate(captioner, frames, batch: int, repeats: int = 5) -> float:
     chunk = (frames * batch)[:batch]
-    captioner.caption(chunk)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        captioner.caption(chunk)
-        times.append(time.perf_counter() - t0)
-    return batch / statistics.median(times)
+    return batch / median_seconds(lambda: captioner.caption(chunk), repeats)
 
 
 def run(count: int, seconds: float, burn_in_s: float, clip: Path, captioner, tmp: Path) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from streamcap.model.captioner import Captioner, DecodeOptions
+from streamcap.model.captioner import Captioner
 from streamcap.train.data import load_corpus
 from streamcap.train.evaluate import caption_features, score_captions
 from streamcap.train.features import cached_features

@@ -8,7 +8,6 @@ model never learns to emit an unknown-word token.
 """
 from __future__ import annotations
 
-import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field

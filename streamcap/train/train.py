@@ -24,7 +24,7 @@ from streamcap.model.decoder import DecoderConfig, build_decoder, load_glove, tr
 from streamcap.model.encoder import build_encoder
 from streamcap.model.vocab import Vocabulary, clean_caption
 from streamcap.train.data import CaptionCorpus, load_corpus
-from streamcap.train.evaluate import caption_features, references_for, score_captions
+from streamcap.train.evaluate import caption_features, score_captions
 from streamcap.train.features import cached_features
 
 log = logging.getLogger(__name__)

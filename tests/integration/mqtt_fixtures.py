@@ -258,6 +258,15 @@ class Subscriber:
         self.client.loop_stop()
 
 
+def _running(broker: "Mosquitto"):
+    """Start a broker for one test and always kill it (by PID) and remove its files after."""
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.cleanup()
+
+
 @pytest.fixture
 def mosquitto_binary() -> str:
     binary = find_mosquitto()
@@ -268,12 +277,7 @@ def mosquitto_binary() -> str:
 
 @pytest.fixture
 def mosquitto(mosquitto_binary):
-    broker = Mosquitto(mosquitto_binary)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.cleanup()
+    yield from _running(Mosquitto(mosquitto_binary))
 
 
 MQTT_TEST_USERS = {"streamcap": "gate-secret-8413"}
@@ -282,12 +286,7 @@ MQTT_TEST_USERS = {"streamcap": "gate-secret-8413"}
 @pytest.fixture
 def mosquitto_auth(mosquitto_binary):
     """A broker that accepts only MQTT_TEST_USERS (password file owned by mosquitto, 0600)."""
-    broker = Mosquitto(mosquitto_binary, users=MQTT_TEST_USERS)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.cleanup()
+    yield from _running(Mosquitto(mosquitto_binary, users=MQTT_TEST_USERS))
 
 
 @pytest.fixture
@@ -295,12 +294,7 @@ def mosquitto_tls(mosquitto_binary):
     """A TLS-only broker that requires a client certificate from its test CA."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed; it makes the test certificates")
-    broker = Mosquitto(mosquitto_binary, tls=True)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.cleanup()
+    yield from _running(Mosquitto(mosquitto_binary, tls=True))
 
 
 @pytest.fixture
