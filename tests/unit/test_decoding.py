@@ -83,3 +83,88 @@ def test_length_penalty_favours_longer_captions():
         plain = beam_search(decoder.step, decoder.init_state(memory), memory, START, END, 20, beam_size=5, length_penalty=0.0)
         long = beam_search(decoder.step, decoder.init_state(memory), memory, START, END, 20, beam_size=5, length_penalty=2.0)
     assert sum(len(h.tokens) for h in long) >= sum(len(h.tokens) for h in plain)
+
+
+
+class _EndsNearTarget:
+    """A real decoder whose endseq grows likelier past a per-image target length.
+
+    Random decoders rarely end, so pruning would have nothing to prune. The
+    target rides in `memory` and the length in `state`, so a search that
+    reorders or drops rows wrongly also gets the wrong target and ends elsewhere.
+    """
+
+    def __init__(self, decoder, grid, targets):
+        self.decoder, self.rows = decoder, 0
+        self.memory = (*decoder.prepare(grid), targets.float())
+
+    def init_state(self):
+        return (*self.decoder.init_state(self.memory[:-1]), torch.zeros(self.memory[0].shape[0]))
+
+    def __call__(self, tokens, state, memory):
+        self.rows += tokens.shape[0]
+        logprobs, new_state = self.decoder.step(tokens, state[:-1], memory[:-1])
+        length = state[-1] + 1  # (B,)
+        # Sharpened so beams differ; a gentle slope so a beam that finishes
+        # first is not always the best one (what makes pruning non-trivial).
+        logits = logprobs * 3.0
+        logits[:, END] += 0.5 * (length - memory[-1])
+        return torch.log_softmax(logits, -1), (*new_state, length)
+
+
+def _varied_lengths_search(kind, seed, batch=24):
+    decoder = _decoder(kind, seed)
+    generator = torch.Generator().manual_seed(seed)
+    grid = torch.randn(batch, P, D, generator=generator)
+    targets = torch.randint(2, 12, (batch,), generator=generator)
+    return decoder, grid, targets
+
+
+@pytest.mark.parametrize("kind", ["merge", "attention"])
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+@pytest.mark.parametrize("beam_size", [1, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pruned_beam_search_finds_the_exhaustive_captions_with_fewer_steps(kind, length_penalty, beam_size, seed):
+    # given a batch whose images finish at different lengths
+    decoder, grid, targets = _varied_lengths_search(kind, seed)
+    with torch.no_grad():
+        exhaustive_step, pruned_step = _EndsNearTarget(decoder, grid, targets), _EndsNearTarget(decoder, grid, targets)
+        # when searched exhaustively and with pruning
+        exhaustive = beam_search(exhaustive_step, exhaustive_step.init_state(), exhaustive_step.memory, START, END, 15,
+                                 beam_size=beam_size, length_penalty=length_penalty, prune=False)
+        pruned = beam_search(pruned_step, pruned_step.init_state(), pruned_step.memory, START, END, 15,
+                             beam_size=beam_size, length_penalty=length_penalty)
+    assert len({len(h.tokens) for h in exhaustive}) > 2, "the test needs captions of different lengths"
+    # then the captions and scores are the same, for less decoding work
+    assert [h.tokens for h in pruned] == [h.tokens for h in exhaustive]
+    assert [h.score for h in pruned] == pytest.approx([h.score for h in exhaustive], abs=1e-5)
+    assert pruned_step.rows < exhaustive_step.rows
+
+
+@pytest.mark.parametrize("kind", ["merge", "attention"])
+def test_greedy_search_decodes_each_image_only_until_it_ends(kind):
+    decoder, grid, targets = _varied_lengths_search(kind, seed=7)
+    with torch.no_grad():
+        greedy_step, beam_step = _EndsNearTarget(decoder, grid, targets), _EndsNearTarget(decoder, grid, targets)
+        greedy = greedy_search(greedy_step, greedy_step.init_state(), greedy_step.memory, START, END, max_len=15)
+        beam = beam_search(beam_step, beam_step.init_state(), beam_step.memory, START, END, 15, beam_size=1, prune=False)
+    lengths = [len(h.tokens) for h in greedy]
+    assert len(set(lengths)) > 2, "the test needs captions of different lengths"
+    assert [h.tokens for h in greedy] == [h.tokens for h in beam]
+    # each image is decoded once per word it produced (endseq included), not until the longest ends
+    assert greedy_step.rows == sum(lengths) < len(lengths) * max(lengths)
+
+
+def test_attention_lstm_with_precomputed_image_gates_is_the_lstm_cell_it_replaces():
+    # The checkpoint stores a plain LSTMCell over [h_lang, mean image, word];
+    # the step splits its input weights so the image part is computed once.
+    decoder = _decoder("attention", seed=5)
+    grid = torch.randn(3, P, D)
+    h_lang, h_att, c_att = torch.randn(3, 24), torch.randn(3, 24), torch.randn(3, 24)
+    with torch.no_grad():
+        memory = decoder.prepare(grid)
+        words = decoder.embed(torch.tensor([4, 7, 9]))
+        mean_image = decoder.feature_proj(grid).mean(1)
+        expected = decoder.attention_lstm(torch.cat([h_lang, mean_image, words], 1), (h_att, c_att))
+        got = decoder._attention_lstm(h_lang, words, memory[2], h_att, c_att)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
