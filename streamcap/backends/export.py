@@ -35,7 +35,7 @@ from streamcap.model.encoder import build_encoder
 log = logging.getLogger(__name__)
 
 OPSET = 17  # TensorRT 10's ONNX parser supports opsets 9-20; 17 is also JetPack 5's ceiling
-EXPORT_VERSION = 1  # bump when the graph layout changes; part of the cache key
+EXPORT_VERSION = 2  # bump when the graph layout changes; part of the cache key
 GRAPHS = ("encoder", "prepare", "step")
 TRACE_BATCH = 2  # a batch of 1 during tracing can bake in size-1 broadcasts
 

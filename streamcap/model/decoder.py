@@ -112,12 +112,32 @@ class AttentionDecoder(nn.Module):
     def prepare(self, grid: torch.Tensor) -> Memory:
         regions = self.feature_proj(grid)  # (B, P, H)
         keys = self.feature_key(regions)  # (B, P, A)
-        return (regions, keys, regions.mean(1))  # mean: (B, H)
+        # The mean image's share of the attention LSTM's gates is the same at
+        # every step, so it is paid once per image instead of once per word and beam.
+        H = self.config.hidden_dim
+        lstm = self.attention_lstm
+        image_gates = F.linear(regions.mean(1), lstm.weight_ih[:, H : 2 * H], lstm.bias_ih + lstm.bias_hh)  # (B, 4H)
+        return (regions, keys, image_gates)
 
     def init_state(self, memory: Memory) -> State:
         regions = memory[0]
         zeros = regions.new_zeros(regions.shape[0], self.config.hidden_dim)  # (B, H)
         return (zeros, zeros, zeros, zeros)
+
+    def _attention_lstm(self, h_lang, words, image_gates, h_att, c_att) -> tuple[torch.Tensor, torch.Tensor]:
+        """`attention_lstm` on [h_lang, mean image, words], with the image's gates precomputed."""
+        H = self.config.hidden_dim
+        weight_ih = self.attention_lstm.weight_ih  # (4H, H + H + E)
+        gates = (
+            image_gates
+            + F.linear(h_lang, weight_ih[:, :H])
+            + F.linear(words, weight_ih[:, 2 * H :])
+            + F.linear(h_att, self.attention_lstm.weight_hh)
+        )  # (B, 4H), in LSTMCell's order: input, forget, cell, output
+        # Slices, not chunk(): ONNX shape inference keeps static sizes through Slice but not through Split.
+        i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
+        c_att = torch.sigmoid(f) * c_att + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c_att), c_att
 
     def attend(self, query_h: torch.Tensor, regions: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         energy = self.score(torch.tanh(keys + self.query(query_h)[:, None]))  # (B, P, 1)
@@ -125,10 +145,10 @@ class AttentionDecoder(nn.Module):
         return (weights * regions).sum(1), weights[..., 0]  # (B, H), (B, P)
 
     def step(self, tokens: torch.Tensor, state: State, memory: Memory) -> tuple[torch.Tensor, State]:
-        regions, keys, mean = memory
+        regions, keys, image_gates = memory
         h_att, c_att, h_lang, c_lang = state
         words = self.embed_dropout(self.embed(tokens))  # (B, E)
-        h_att, c_att = self.attention_lstm(torch.cat([h_lang, mean, words], 1), (h_att, c_att))  # (B, H)
+        h_att, c_att = self._attention_lstm(h_lang, words, image_gates, h_att, c_att)  # (B, H)
         context, _ = self.attend(h_att, regions, keys)  # (B, H)
         h_lang, c_lang = self.language_lstm(torch.cat([context, h_att], 1), (h_lang, c_lang))  # (B, H)
         logits = self.head(self.out_dropout(h_lang))  # (B, V)
