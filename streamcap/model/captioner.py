@@ -34,10 +34,10 @@ def decode_grid(decoder, vocab, grid: torch.Tensor, options: DecodeOptions) -> l
     state = decoder.init_state(memory)
     if options.beam_size <= 1:
         return greedy_search(decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len,
-                             no_end_after=vocab.no_end_after)
+                             banned_after=vocab.banned_after)
     return beam_search(
         decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len,
-        beam_size=options.beam_size, length_penalty=options.length_penalty, no_end_after=vocab.no_end_after,
+        beam_size=options.beam_size, length_penalty=options.length_penalty, banned_after=vocab.banned_after,
     )
 
 

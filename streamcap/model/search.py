@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from streamcap.model.decoder import Memory, State
+from streamcap.model.vocab import BannedAfter
 
 StepFn = Callable[[torch.Tensor, State, Memory], tuple[torch.Tensor, State]]
 
@@ -22,12 +23,17 @@ class Hypothesis:
     score: float  # logprob after the length penalty; what the beam ranks by
 
 
-def _forbid_end_after(logprobs: torch.Tensor, previous: torch.Tensor, end: int, no_end_after: frozenset[int]) -> torch.Tensor:
-    if not no_end_after:
-        return logprobs
-    blocked = torch.isin(previous, torch.tensor(sorted(no_end_after)))  # (B,)
-    logprobs = logprobs.clone()
-    logprobs[blocked, end] = float("-inf")
+def _ban(logprobs: torch.Tensor, previous: torch.Tensor, banned_after: BannedAfter) -> torch.Tensor:
+    """Rules out, row by row, the words that may not follow that row's previous word."""
+    cloned = False
+    for after, banned in banned_after:
+        if not after or not banned:
+            continue
+        rows = torch.isin(previous, torch.tensor(sorted(after))).nonzero()  # (n, 1)
+        if len(rows):
+            if not cloned:
+                logprobs, cloned = logprobs.clone(), True
+            logprobs[rows, torch.tensor(sorted(banned))[None]] = float("-inf")
     return logprobs
 
 
@@ -37,7 +43,7 @@ def _select(tensors: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[tor
 
 def greedy_search(
     step_fn: StepFn, state: State, memory: Memory, start: int, end: int, max_len: int,
-    no_end_after: frozenset[int] = frozenset(),
+    banned_after: BannedAfter = (),
 ) -> list[Hypothesis]:
     batch = memory[0].shape[0]
     tokens = torch.full((batch,), start, dtype=torch.long)  # (B,)
@@ -45,7 +51,7 @@ def greedy_search(
     images = torch.arange(batch)  # which image each row still being decoded belongs to
     for _ in range(max_len):
         logprobs, state = step_fn(tokens, state, memory)  # (n, V)
-        logprobs = _forbid_end_after(logprobs, tokens, end, no_end_after)
+        logprobs = _ban(logprobs, tokens, banned_after)
         best, tokens = logprobs.max(-1)  # (n,), (n,)
         for image, token, logprob in zip(images.tolist(), tokens.tolist(), best.tolist()):
             generated[image].append(token)
@@ -69,7 +75,7 @@ def beam_search(
     max_len: int,
     beam_size: int = 3,
     length_penalty: float = 0.0,
-    no_end_after: frozenset[int] = frozenset(),
+    banned_after: BannedAfter = (),
     prune: bool = True,
 ) -> list[Hypothesis]:
     """Best hypothesis per image; scores are logprob / length**length_penalty.
@@ -99,7 +105,7 @@ def beam_search(
     for t in range(max_len):
         n = len(images)
         logprobs, state = step_fn(tokens, state, memory)  # (n*K, V)
-        logprobs = _forbid_end_after(logprobs, tokens, end, no_end_after)
+        logprobs = _ban(logprobs, tokens, banned_after)
         V = logprobs.shape[-1]
         candidates = beam_logprob[:, :, None] + logprobs.float().view(n, K, V)  # (n, K, V)
         top_logprob, top_flat = candidates.view(n, K * V).topk(2 * K, dim=1)  # (n, 2K)

@@ -33,6 +33,13 @@ def clean_caption(raw: str, min_word_length: int = 2) -> list[str]:
 # words dropped has seen "... on a endseq" wherever the noun was rare, and
 # learns to stop after an article when unsure (cf. ruotianluo's bad_endings).
 NO_END_AFTER = ("a", "an", "the", "in", "for", "at", "of", "with", "on", "to", "is", "are", "and", "its", "their", "his", "her")
+# Nor does one of those words directly follow a determiner ("on a in the street",
+# "a a black dog"): self-critical training learns such word salad because
+# CIDEr-D still pays for the n-grams around it.
+DETERMINERS = ("a", "an", "the", "its", "their", "his", "her")
+
+# (after any of these words, never any of those), as vocabulary indices.
+BannedAfter = tuple[tuple[frozenset[int], frozenset[int]], ...]
 
 
 def tokenize_for_scoring(raw: str) -> str:
@@ -63,9 +70,16 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.words)
 
+    def indices(self, words) -> frozenset[int]:
+        return frozenset(self.index[w] for w in words if w in self.index)
+
     @property
-    def no_end_after(self) -> frozenset[int]:
-        return frozenset(self.index[w] for w in NO_END_AFTER if w in self.index)
+    def banned_after(self) -> BannedAfter:
+        """The decoding rules every search applies: no caption ends cut off or reads "a in"."""
+        return (
+            (self.indices(NO_END_AFTER), frozenset({self.end_index})),
+            (self.indices(DETERMINERS), self.indices(NO_END_AFTER)),
+        )
 
     @property
     def start_index(self) -> int:

@@ -168,3 +168,55 @@ def test_attention_lstm_with_precomputed_image_gates_is_the_lstm_cell_it_replace
         expected = decoder.attention_lstm(torch.cat([h_lang, mean_image, words], 1), (h_att, c_att))
         got = decoder._attention_lstm(h_lang, words, memory[2], h_att, c_att)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+class _Favours:
+    """A real decoder pushed to say "startseq determiner preposition endseq": what the rules must stop."""
+
+    def __init__(self, decoder, determiner, preposition):
+        self.decoder, self.determiner, self.preposition = decoder, determiner, preposition
+
+    def __call__(self, tokens, state, memory):
+        logprobs, state = self.decoder.step(tokens, state, memory)
+        logits = logprobs.clone()
+        logits[tokens == START, self.determiner] += 30.0
+        logits[tokens == self.determiner, self.preposition] += 30.0
+        logits[tokens != START, END] += 15.0
+        return torch.log_softmax(logits, -1), state
+
+
+def _pairs(hypotheses):
+    return {(a, b) for h in hypotheses for a, b in zip([START, *h.tokens], h.tokens)}
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_banned_words_never_follow_their_trigger_in_any_search(beam_size):
+    from streamcap.model.vocab import BannedAfter
+
+    determiner, preposition = 5, 6
+    rules: BannedAfter = ((frozenset({determiner, preposition}), frozenset({END})), (frozenset({determiner}), frozenset({preposition})))
+    decoder = _decoder("attention", seed=11)
+    step = _Favours(decoder, determiner, preposition)
+    grid = torch.randn(16, P, D)
+    with torch.no_grad():
+        memory = decoder.prepare(grid)
+        search = (lambda **kw: greedy_search(step, decoder.init_state(memory), memory, START, END, 12, **kw)) if beam_size == 1 else \
+            (lambda **kw: beam_search(step, decoder.init_state(memory), memory, START, END, 12, beam_size=beam_size, **kw))
+        free, ruled = search(), search(banned_after=rules)
+    # unruled, the decoder says "determiner preposition" and stops right there
+    assert all(h.tokens == [determiner, preposition, END] for h in free)
+    # with the rules it never puts a preposition after a determiner nor ends on either, and still finishes
+    assert (determiner, preposition) not in _pairs(ruled)
+    assert all(h.tokens[-1] == END and h.tokens[-2] not in (determiner, preposition) for h in ruled)
+
+
+def test_vocabulary_rules_out_word_salad_after_determiners_and_cut_off_endings():
+    from streamcap.model.vocab import Vocabulary
+
+    vocab = Vocabulary(["<pad>", "startseq", "endseq", "a", "dog", "in", "the", "park"])
+    (no_end_after, ends), (determiners, not_after_determiner) = vocab.banned_after
+    index = vocab.index
+    assert ends == {index["endseq"]} and {index["a"], index["in"], index["the"]} <= no_end_after
+    assert determiners == {index["a"], index["the"]}
+    assert {index["a"], index["in"], index["the"]} <= not_after_determiner
+    assert index["dog"] not in not_after_determiner | no_end_after and index["park"] not in no_end_after
