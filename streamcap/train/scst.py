@@ -41,7 +41,7 @@ def sample_captions(decoder, grid: torch.Tensor, start: int, end: int, max_len: 
 
 
 def self_critical_training(decoder, vocab, features, train_ids, corpus, dev_features, dev_ids, config, spec, out, history, best_cider, t0):
-    from streamcap.train.train import _dev_cider
+    from streamcap.train.train import _dev_cider, write_history
 
     references = {i: [tokenize_for_scoring(c) for c in corpus.captions[i]] for i in train_ids}
     reward = CiderD(references)
@@ -70,6 +70,7 @@ def self_critical_training(decoder, vocab, features, train_ids, corpus, dev_feat
             mean_reward.append(float(rewards.mean()))
         scores = _dev_cider(decoder, vocab, dev_features, dev_ids, corpus, config.max_len)
         history.append({"epoch": epoch, "phase": "scst", "reward": float(np.mean(mean_reward)), **scores, "elapsed_s": time.time() - t0})
+        write_history(out, history)
         improved = scores["CIDEr-D"] > best_cider
         log.info("scst epoch %d train reward %.3f dev CIDEr-D %.3f BLEU-4 %.3f%s", epoch, np.mean(mean_reward), scores["CIDEr-D"], scores["BLEU-4"], " *" if improved else "")
         if improved:

@@ -201,6 +201,7 @@ def train(config: TrainConfig) -> Path:
         loss = _xe_epoch(decoder, optimizer, features, rows, sequences, config, rng)
         scores = _dev_cider(decoder, vocab, dev_features, dev_ids, corpus, config.max_len)
         history.append({"epoch": epoch, "phase": "xe", "lr": lr, "loss": loss, **scores, "elapsed_s": time.time() - t0})
+        write_history(out, history)
         improved = scores["CIDEr-D"] > best_cider
         log.info("epoch %d lr %.0e loss %.3f dev CIDEr-D %.3f BLEU-4 %.3f%s", epoch, lr, loss, scores["CIDEr-D"], scores["BLEU-4"], " *" if improved else "")
         if improved:
@@ -223,5 +224,10 @@ def train(config: TrainConfig) -> Path:
         best_cider = self_critical_training(decoder, vocab, features, train_ids, corpus, dev_features, dev_ids, config, spec, out, history, best_cider, t0)
 
     log.info("best dev CIDEr-D %.3f; model at %s (%.0f s)", best_cider, out, time.time() - t0)
-    Path(str(out) + ".history.json").write_text(json.dumps(history, indent=1))
     return out
+
+
+def write_history(out: Path, history: list[dict]) -> None:
+    """Rewritten after every epoch: CPU runs take hours and are often stopped by hand."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(str(out) + ".history.json").write_text(json.dumps(history, indent=1))
