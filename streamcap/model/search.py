@@ -23,17 +23,20 @@ class Hypothesis:
     score: float  # logprob after the length penalty; what the beam ranks by
 
 
-def _ban(logprobs: torch.Tensor, previous: torch.Tensor, banned_after: BannedAfter) -> torch.Tensor:
+def _rule_tensors(banned_after: BannedAfter) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The word rules as index tensors, built once per search rather than once per word."""
+    return [(torch.tensor(sorted(after)), torch.tensor(sorted(banned))) for after, banned in banned_after if after and banned]
+
+
+def _ban(logprobs: torch.Tensor, previous: torch.Tensor, rules: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Rules out, row by row, the words that may not follow that row's previous word."""
     cloned = False
-    for after, banned in banned_after:
-        if not after or not banned:
-            continue
-        rows = torch.isin(previous, torch.tensor(sorted(after))).nonzero()  # (n, 1)
+    for after, banned in rules:
+        rows = torch.isin(previous, after).nonzero()  # (n, 1)
         if len(rows):
             if not cloned:
                 logprobs, cloned = logprobs.clone(), True
-            logprobs[rows, torch.tensor(sorted(banned))[None]] = float("-inf")
+            logprobs[rows, banned[None]] = float("-inf")
     return logprobs
 
 
@@ -49,9 +52,10 @@ def greedy_search(
     tokens = torch.full((batch,), start, dtype=torch.long)  # (B,)
     generated, total = [[] for _ in range(batch)], [0.0] * batch
     images = torch.arange(batch)  # which image each row still being decoded belongs to
+    rules = _rule_tensors(banned_after)
     for _ in range(max_len):
         logprobs, state = step_fn(tokens, state, memory)  # (n, V)
-        logprobs = _ban(logprobs, tokens, banned_after)
+        logprobs = _ban(logprobs, tokens, rules)
         best, tokens = logprobs.max(-1)  # (n,), (n,)
         for image, token, logprob in zip(images.tolist(), tokens.tolist(), best.tolist()):
             generated[image].append(token)
@@ -100,12 +104,12 @@ def beam_search(
     # A live beam's log-prob only falls as words are added, and a negative
     # log-prob divided by a longer length rises at most to logprob / max_len**penalty.
     best_possible_divisor = float(max_len) ** length_penalty if length_penalty >= 0 else None
-    unfinished: dict[int, list[Hypothesis]] = {}
+    rules = _rule_tensors(banned_after)
 
     for t in range(max_len):
         n = len(images)
         logprobs, state = step_fn(tokens, state, memory)  # (n*K, V)
-        logprobs = _ban(logprobs, tokens, banned_after)
+        logprobs = _ban(logprobs, tokens, rules)
         V = logprobs.shape[-1]
         candidates = beam_logprob[:, :, None] + logprobs.float().view(n, K, V)  # (n, K, V)
         top_logprob, top_flat = candidates.view(n, K * V).topk(2 * K, dim=1)  # (n, 2K)
@@ -150,6 +154,7 @@ def beam_search(
         tokens = next_token[rows].view(-1)  # (n'*K,)
 
     # Images still searching at max_len without a finished caption rank their live beams.
+    unfinished: dict[int, list[Hypothesis]] = {}
     for row, b in enumerate(images):
         if not finished[b]:
             for k in range(K):

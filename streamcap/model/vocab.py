@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 
 START, END, PAD = "startseq", "endseq", "<pad>"
 PAD_INDEX = 0
@@ -73,7 +74,7 @@ class Vocabulary:
     def indices(self, words) -> frozenset[int]:
         return frozenset(self.index[w] for w in words if w in self.index)
 
-    @property
+    @cached_property
     def banned_after(self) -> BannedAfter:
         """The decoding rules every search applies: no caption ends cut off or reads "a in"."""
         return (

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))  # shared test models
-from _backend_models import dev_frames, make_checkpoint  # noqa: E402
+from _backend_models import calibration_folder, dev_frames, make_checkpoint  # noqa: E402
 
 from streamcap.backends import load_captioner  # noqa: E402
 from streamcap.backends.export import cached_export  # noqa: E402
@@ -39,10 +39,7 @@ def setup(trt, tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def calib_dir(tmp_path_factory, shared_data):
-    folder = tmp_path_factory.mktemp("calib")
-    for name in (shared_data / "flickr8k" / "Flickr_8k.trainImages.txt").read_text().split()[:32]:
-        (folder / name).symlink_to(shared_data / "flickr8k" / "Images" / name)
-    return folder
+    return calibration_folder(tmp_path_factory.mktemp("calib"), shared_data, 32)
 
 
 def test_fp32_engines_caption_exactly_like_torch(setup):

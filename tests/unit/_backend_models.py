@@ -36,3 +36,11 @@ def dev_image_paths(shared_data: Path, count: int) -> list[Path]:
 
 def dev_frames(shared_data: Path, count: int) -> list:
     return [read_image(p) for p in dev_image_paths(shared_data, count)]
+
+
+def calibration_folder(folder: Path, shared_data: Path, count: int) -> Path:
+    """`count` real training images symlinked into `folder`, so INT8 calibration never sees the dev images it is judged on."""
+    names = (shared_data / "flickr8k" / "Flickr_8k.trainImages.txt").read_text().split()
+    for name in names[:count]:
+        (folder / name).symlink_to(shared_data / "flickr8k" / "Images" / name)
+    return folder

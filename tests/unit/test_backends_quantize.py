@@ -2,7 +2,7 @@
 import onnx
 import pytest
 import torch
-from _backend_models import dev_frames, make_checkpoint
+from _backend_models import calibration_folder, dev_frames, make_checkpoint
 
 from streamcap.backends import load_captioner
 from streamcap.backends.quantize import int8_encoder_path
@@ -10,11 +10,7 @@ from streamcap.backends.quantize import int8_encoder_path
 
 @pytest.fixture(scope="module")
 def calib_dir(tmp_path_factory, shared_data):
-    """Sixteen real training images (symlinked), so calibration never sees the dev images it is judged on."""
-    folder = tmp_path_factory.mktemp("calib")
-    for name in (shared_data / "flickr8k" / "Flickr_8k.trainImages.txt").read_text().split()[:16]:
-        (folder / name).symlink_to(shared_data / "flickr8k" / "Images" / name)
-    return folder
+    return calibration_folder(tmp_path_factory.mktemp("calib"), shared_data, 16)
 
 
 def test_int8_backend_is_calibrated_once_and_encodes_close_to_fp32(tmp_path, shared_data, calib_dir):
