@@ -18,39 +18,17 @@ import sys
 import time
 from pathlib import Path
 
-from streamcap.model.captioner import Captioner, DecodeOptions
-from streamcap.model.vocab import tokenize_for_scoring
+from streamcap.model.checkpoint import load_checkpoint
+from streamcap.model.decoding import DecodeOptions
+from streamcap.model.encoder import build_encoder
 from streamcap.train.data import load_corpus
-from streamcap.train.evaluate import caption_features, java_available
+from streamcap.train.evaluate import caption_features, java_available, official_scores
 from streamcap.train.features import cached_features
 
 
 def coco_scores(refs: dict, hyps: dict, use_java: bool) -> dict:
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    if use_java:
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-        tok = PTBTokenizer()
-        refs = tok.tokenize({k: [{"caption": c} for c in v] for k, v in refs.items()})
-        hyps = tok.tokenize({k: [{"caption": c} for c in v] for k, v in hyps.items()})
-    else:
-        refs = {k: [tokenize_for_scoring(c) for c in v] for k, v in refs.items()}
-        hyps = {k: [tokenize_for_scoring(c) for c in v] for k, v in hyps.items()}
-    out = {}
-    b, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
-    out.update({f"B{i + 1}": b[i] for i in range(4)})
-    if use_java:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        m = Meteor()
-        out["METEOR"], _ = m.compute_score(refs, hyps)
-        m.meteor_p.stdin.close(); m.meteor_p.kill(); m.meteor_p.wait()
-    out["ROUGE-L"], _ = Rouge().compute_score(refs, hyps)
-    out["CIDEr"], _ = Cider().compute_score(refs, hyps)
-    return out
+    scores = official_scores(refs, hyps, use_java)
+    return {k.replace("BLEU-", "B"): v for k, v in scores.items()}
 
 
 def main() -> int:
@@ -73,17 +51,16 @@ def main() -> int:
     rows = [("human (ref 1 vs refs 2-5)", "-", coco_scores(refs4, {i: [corpus.captions[i][0]] for i in ids}, use_java), None)]
     for spec in args.model:
         path, _, beams = spec.partition(":")
-        captioner = Captioner.load(path)
-        feats, bad = cached_features(captioner.encoder, ids, corpus.image_paths, args.cache_dir)
+        spec, decoder, _ = load_checkpoint(path)
+        feats, bad = cached_features(build_encoder(spec.encoder), ids, corpus.image_paths, args.cache_dir)
         assert not bad, f"unreadable images: {bad}"
         for beam in [int(b) for b in (beams or "1").split(",")]:
-            lp = captioner.options.length_penalty if args.length_penalty is None else args.length_penalty
-            options = DecodeOptions(beam_size=beam, length_penalty=lp, max_len=captioner.spec.max_len)
+            options = DecodeOptions.for_model(spec, beam, args.length_penalty)
             t0 = time.perf_counter()
-            caps = caption_features(captioner.decoder, captioner.spec.vocab, feats, options)
+            caps = caption_features(decoder, spec.vocab, feats, options)
             elapsed = time.perf_counter() - t0
             hyps = {i: [c or "empty"] for i, c in zip(ids, caps)}
-            name = f"{Path(path).parent.name}/{Path(path).name} {captioner.spec.decoder.kind}"
+            name = f"{Path(path).parent.name}/{Path(path).name} {spec.decoder.kind}"
             rows.append((name, beam, coco_scores(refs5, hyps, use_java), coco_scores(refs4, hyps, use_java)["CIDEr"]))
             print(f"  {name} beam {beam}: decoded {len(ids)} in {elapsed:.1f} s", file=sys.stderr)
     keys = list(rows[0][2])

@@ -22,8 +22,9 @@ import torch
 
 from bench_backends import median_seconds
 from streamcap.backends.select import load_captioner
-from streamcap.model.captioner import DecodeOptions
+from streamcap.model.decoding import DecodeOptions
 from streamcap.model.images import read_image
+from streamcap.model.grounding import StepRules
 from streamcap.model.search import beam_search
 from streamcap.train.data import load_flickr8k
 
@@ -31,9 +32,10 @@ from streamcap.train.data import load_flickr8k
 @torch.no_grad()
 def _exhaustive_beam(captioner, grid: torch.Tensor, beam: int):
     vocab = captioner.spec.vocab
-    memory = captioner.prepare(grid)
+    memory, concepts = captioner.prepare(grid)
+    rules = StepRules(vocab, captioner.spec.concept_names, concepts, captioner.options.grounding)
     return beam_search(captioner.step, captioner.init_state(memory), memory, vocab.start_index, vocab.end_index,
-                       captioner.spec.max_len, beam_size=beam, banned_after=vocab.banned_after, prune=False)
+                       captioner.spec.max_len, beam_size=beam, rules=rules, prune=False)
 
 
 def _row(captioner, frames, batch: int, repeats: int) -> str:
@@ -43,8 +45,7 @@ def _row(captioner, frames, batch: int, repeats: int) -> str:
         grid = captioner.encode(chunk)
         shares, e2e = {}, {}
         for beam in (1, 3):
-            captioner.options = DecodeOptions(beam_size=beam, length_penalty=captioner.options.length_penalty,
-                                              max_len=captioner.spec.max_len)
+            captioner.options = DecodeOptions.for_model(captioner.spec, beam, captioner.options.length_penalty)
             t_dec = median_seconds(lambda: captioner.decode(grid), repeats)
             t_all = median_seconds(lambda: captioner.caption(chunk), repeats)
             shares[beam], e2e[beam] = t_dec / t_enc, batch / t_all

@@ -33,3 +33,15 @@ def lite0_encoder():
     from streamcap.model.encoder import build_encoder
 
     return build_encoder("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Each test module gets its own $XDG_CACHE_HOME: ONNX exports and engines never leak between modules or into ~/.cache."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield Path(os.environ["XDG_CACHE_HOME"])
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous

@@ -1,10 +1,11 @@
 """The backend interface: what `streamcap caption` and the pipeline call.
 
-Every backend looks like the PyTorch `Captioner`: `encode` frames into a grid,
-`decode` the grid with the shared search in `streamcap.model.search`, and
-`caption` does both. A backend only supplies the three decoder pieces
-(`prepare`, `init_state`, `step`); `SearchCaptioner` runs greedy or beam search
-over them, so all backends decode the same way.
+Every backend `encode`s frames into a grid, `decode`s the grid with the shared
+search (`streamcap.model.decoding.decode_grid`), and `describe`s frames (both,
+returning each caption with its concept probabilities). A backend only
+supplies the encoder and the three decoder pieces (`prepare`, `init_state`,
+`step`); `SearchCaptioner` runs greedy or beam search over them, so all
+backends decode the same way.
 
 The search works on CPU tensors (it indexes beams with CPU index tensors), so a
 GPU backend's `step` takes and returns CPU tensors and keeps its own device
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from streamcap.model.captioner import DecodeOptions, decode_grid
+from streamcap.model.decoding import DecodeOptions, Description, decode_grid, describe
 from streamcap.model.checkpoint import CaptionModelSpec
 from streamcap.model.decoder import Memory, State
 from streamcap.model.encoder import EncoderSpec
@@ -42,9 +43,11 @@ class CaptionBackend(Protocol):
 
     def encode(self, frames_bgr: list[np.ndarray]) -> torch.Tensor: ...  # (B, P, D)
 
-    def decode(self, grid: torch.Tensor) -> list[Hypothesis]: ...
+    def decode(self, grid: torch.Tensor) -> tuple[list[Hypothesis], torch.Tensor | None]: ...
 
     def caption(self, frames_bgr: list[np.ndarray]) -> list[str]: ...
+
+    def describe(self, frames_bgr: list[np.ndarray]) -> list[Description]: ...
 
 
 class SearchCaptioner:
@@ -63,7 +66,8 @@ class SearchCaptioner:
     def encode(self, frames_bgr: list[np.ndarray]) -> torch.Tensor:
         raise NotImplementedError
 
-    def prepare(self, grid: torch.Tensor) -> Memory:
+    def prepare(self, grid: torch.Tensor) -> tuple[Memory, torch.Tensor | None]:
+        """(decoder memory, concept probabilities (B, C) or None)."""
         raise NotImplementedError
 
     def init_state(self, memory: Memory) -> State:
@@ -73,14 +77,18 @@ class SearchCaptioner:
         raise NotImplementedError
 
     @torch.no_grad()
-    def decode(self, grid: torch.Tensor) -> list[Hypothesis]:
-        # This class has the decoder's prepare/init_state/step, so the PyTorch search dispatch serves it as is.
-        return decode_grid(self, self.spec.vocab, grid, self.options)
+    def decode(self, grid: torch.Tensor) -> tuple[list[Hypothesis], torch.Tensor | None]:
+        # This class has the decoder's prepare/init_state/step, so the one search dispatch serves it as is.
+        return decode_grid(self, self.spec.vocab, grid, self.options, self.spec.concept_names)
 
     def caption(self, frames_bgr: list[np.ndarray]) -> list[str]:
+        return [d.text for d in self.describe(frames_bgr)]
+
+    def describe(self, frames_bgr: list[np.ndarray]) -> list[Description]:
         if not frames_bgr:
             return []
-        return [self.spec.vocab.decode(h.tokens) for h in self.decode(self.encode(frames_bgr))]
+        hypotheses, concepts = self.decode(self.encode(frames_bgr))
+        return describe(self.spec.vocab, hypotheses, concepts, self.spec.concept_names)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} model={self.model_name}>"

@@ -1,9 +1,11 @@
 """ONNX export of the captioner as three graphs TensorRT and ONNX Runtime can run.
 
     encoder.onnx   images (B, 3, S, S) float32            -> grid (B, P, D)
-    prepare.onnx   grid (B, P, D)                          -> memory0.. (B, ...)
+    prepare.onnx   grid (B, P, D)                          -> memory0.. (B, ...) [, concepts (B, C)]
     step.onnx      tokens (B,) int32, state0.., memory0..  -> logprobs (B, V), new_state0..
 
+The concept head runs inside prepare.onnx, so its probabilities come out of
+the same graph on every backend.
 Only the batch axis is dynamic. Tokens are int32 because TensorRT's native
 index type is int32 (an Embedding accepts int32 indices, so no Cast is needed).
 
@@ -35,16 +37,16 @@ from streamcap.model.encoder import build_encoder
 log = logging.getLogger(__name__)
 
 OPSET = 17  # TensorRT 10's ONNX parser supports opsets 9-20; 17 is also JetPack 5's ceiling
-EXPORT_VERSION = 2  # bump when the graph layout changes; part of the cache key
+EXPORT_VERSION = 3  # bump when the graph layout changes; part of the cache key
 GRAPHS = ("encoder", "prepare", "step")
 TRACE_BATCH = 2  # a batch of 1 during tracing can bake in size-1 broadcasts
 
 # Op types that TensorRT 10's ONNX parser supports (onnx-tensorrt operators.md)
 # and that our exports actually use or may plausibly use after a torch upgrade.
 TENSORRT_OPS = frozenset({
-    "Add", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv", "Div", "Expand",
+    "Add", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv", "Div", "Exp", "Expand",
     "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "LSTM", "LogSoftmax",
-    "MatMul", "MaxPool", "Mul", "Pad", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Shape",
+    "MatMul", "MaxPool", "Mul", "Pad", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Shape",
     "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
 })
 
@@ -67,6 +69,11 @@ class OnnxModel:
     def model_hash(self) -> str:
         return self.meta["model_hash"]
 
+    @property
+    def cache_root(self) -> Path:
+        """The cache this export lives in (<root>/onnx/<hash>): engines go beside it."""
+        return self.dir.parent.parent
+
 
 class _Step(nn.Module):
     """decoder.step with flat tensor arguments, as ONNX wants them."""
@@ -87,7 +94,8 @@ class _Prepare(nn.Module):
         self.decoder = decoder
 
     def forward(self, grid: torch.Tensor):
-        return tuple(self.decoder.prepare(grid))
+        memory, concepts = self.decoder.prepare(grid)
+        return (*memory, concepts) if concepts is not None else tuple(memory)
 
 
 def _file_sha256(path: Path) -> str:
@@ -164,19 +172,24 @@ def export_encoder(encoder: nn.Module, path: Path) -> torch.Tensor:
 
 
 @torch.no_grad()
-def export_model(model_path: str | Path | None, out_dir: str | Path, encoder_weights: str | None = None) -> OnnxModel:
-    """Export encoder, prepare and step of a checkpoint into `out_dir` and check them."""
+def export_model(model_path: str | Path | None, out_dir: str | Path, encoder_weights: str | None = None,
+                 checkpoint: tuple | None = None) -> OnnxModel:
+    """Export encoder, prepare and step of a checkpoint into `out_dir` and check them.
+
+    `checkpoint` is the (spec, decoder) already read from `model_path`, if the caller has it.
+    """
     model_path = Path(model_path) if model_path else DEFAULT_MODEL
-    spec, decoder, _ = load_checkpoint(model_path)
+    spec, decoder = checkpoint if checkpoint is not None else load_checkpoint(model_path)[:2]
     encoder = build_encoder(spec.encoder, encoder_weights)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     grid = export_encoder(encoder, out / "encoder.onnx")  # (B, P, D)
 
-    memory = decoder.prepare(grid)
+    memory, concepts = decoder.prepare(grid)
     memory_names = [f"memory{i}" for i in range(len(memory))]
-    _export(_Prepare(decoder), (grid,), out / "prepare.onnx", ["grid"], memory_names)
+    concept_outputs = ["concepts"] if concepts is not None else []
+    _export(_Prepare(decoder), (grid,), out / "prepare.onnx", ["grid"], memory_names + concept_outputs)
 
     state = decoder.init_state(memory)
     state_names = [f"state{i}" for i in range(len(state))]
@@ -199,6 +212,7 @@ def export_model(model_path: str | Path | None, out_dir: str | Path, encoder_wei
         "memory_shapes": [list(m.shape[1:]) for m in memory],
         "state_shapes": [list(s.shape[1:]) for s in state],
         "vocab_size": len(spec.vocab),
+        "concepts": list(spec.concept_names),
         "ops": ops,
     }
     # export.json is written last: its presence marks a complete export.
@@ -207,42 +221,34 @@ def export_model(model_path: str | Path | None, out_dir: str | Path, encoder_wei
     return OnnxModel(out, meta)
 
 
-def cache_root() -> Path:
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where exports and engines are kept: the config's cache dir, else $XDG_CACHE_HOME/streamcap.
+
+    Never beside the checkpoint: the shipped model lives in the installed
+    package, which a service user must not (and often cannot) write to.
+    """
+    if cache_dir:
+        return Path(cache_dir)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "streamcap"
 
 
-def export_dirs(model_path: Path, digest: str) -> list[Path]:
-    """Where an export may live: beside the checkpoint, then the user cache."""
-    return [model_path.parent / f"{model_path.stem}-onnx", cache_root() / "onnx" / digest]
-
-
-def _writable(directory: Path) -> bool:
-    probe = directory if directory.exists() else directory.parent
-    return os.access(probe, os.W_OK)
-
-
-def cached_export(model_path: str | Path | None = None, encoder_weights: str | None = None) -> OnnxModel:
+def cached_export(model_path: str | Path | None = None, encoder_weights: str | None = None,
+                  cache_dir: str | Path | None = None, checkpoint: tuple | None = None) -> OnnxModel:
     """The export of this checkpoint, made once and then reused (found by its hash)."""
     from streamcap.model.checkpoint import CheckpointError
 
     model_path = Path(model_path) if model_path else DEFAULT_MODEL
     if not model_path.is_file():
         raise CheckpointError(f"{model_path}: checkpoint not found")
-    spec_encoder = _checkpoint_encoder(model_path)
-    digest = model_hash(model_path, spec_encoder, encoder_weights)
-    candidates = export_dirs(model_path, digest)
-    for directory in candidates:
-        meta_file = directory / "export.json"
-        if meta_file.is_file():
-            meta = json.loads(meta_file.read_text())
-            if meta.get("model_hash") == digest:
-                return OnnxModel(directory, meta)
-    target = next((d for d in candidates if _writable(d)), candidates[-1])
-    log.info("exporting %s to ONNX in %s (once; later starts reuse it)", model_path.name, target)
-    return export_model(model_path, target, encoder_weights)
-
-
-def _checkpoint_encoder(model_path: Path) -> str:
-    spec, _, _ = load_checkpoint(model_path)
-    return spec.encoder
+    if checkpoint is None:
+        checkpoint = load_checkpoint(model_path)[:2]
+    digest = model_hash(model_path, checkpoint[0].encoder, encoder_weights)
+    directory = cache_root(cache_dir) / "onnx" / digest
+    meta_file = directory / "export.json"
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        if meta.get("model_hash") == digest:
+            return OnnxModel(directory, meta)
+    log.info("exporting %s to ONNX in %s (once; later starts reuse it)", model_path.name, directory)
+    return export_model(model_path, directory, encoder_weights, checkpoint)

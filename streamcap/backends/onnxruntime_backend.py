@@ -10,13 +10,14 @@ as numpy arrays, which on the CPU are zero-copy views of the same memory.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from streamcap.backends.base import BackendUnavailable, SearchCaptioner
-from streamcap.backends.export import OnnxModel, cache_root
-from streamcap.model.captioner import DecodeOptions
+from streamcap.backends.export import OnnxModel
+from streamcap.model.decoding import DecodeOptions
 from streamcap.model.checkpoint import CaptionModelSpec
 from streamcap.model.decoder import Memory, State
 from streamcap.model.encoder import SPECS, preprocess
@@ -41,7 +42,7 @@ def make_session(path, device: str = "cpu", threads: int | None = None):
     if device == "cuda":
         if "TensorrtExecutionProvider" in available:
             # ONNX Runtime's own TensorRT path, with its engines cached like ours.
-            cache = str(cache_root() / "ort-tensorrt")
+            cache = str(Path(path).parent.parent.parent / "ort-tensorrt")  # <cache>/onnx/<hash>/x.onnx -> <cache>
             providers.insert(0, ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache}))
         providers.append(PROVIDERS["cpu"])  # for any op the GPU providers lack
     session = ort.InferenceSession(str(path), options, providers=providers)
@@ -67,7 +68,8 @@ class OnnxRuntimeCaptioner(SearchCaptioner):
         # under load: step at batch 8 0.40 ms against 1.18 ms) and leaves a core free.
         self.prepare_session = make_session(onnx.path("prepare"), device, threads=1)
         self.step_session = make_session(onnx.path("step"), device, threads=1)
-        self.memory_names = [o.name for o in self.prepare_session.get_outputs()]
+        self.prepare_outputs = [o.name for o in self.prepare_session.get_outputs()]
+        self.memory_names = [name for name in self.prepare_outputs if name.startswith("memory")]
         self.step_outputs = [o.name for o in self.step_session.get_outputs()]
         self.state_names = [i.name for i in self.step_session.get_inputs() if i.name.startswith("state")]
         self.state_shapes = [tuple(s) for s in onnx.meta["state_shapes"]]
@@ -80,9 +82,11 @@ class OnnxRuntimeCaptioner(SearchCaptioner):
     def encode(self, frames_bgr: list[np.ndarray]) -> torch.Tensor:
         return self.encode_images(preprocess(frames_bgr, self.encoder_spec).numpy())  # (B, P, D)
 
-    def prepare(self, grid: torch.Tensor) -> Memory:
-        outputs = self.prepare_session.run(self.memory_names, {"grid": grid.float().contiguous().numpy()})
-        return tuple(torch.from_numpy(m) for m in outputs)
+    def prepare(self, grid: torch.Tensor) -> tuple[Memory, torch.Tensor | None]:
+        outputs = self.prepare_session.run(self.prepare_outputs, {"grid": grid.float().contiguous().numpy()})
+        named = dict(zip(self.prepare_outputs, outputs))
+        concepts = named.get("concepts")
+        return tuple(torch.from_numpy(named[n]) for n in self.memory_names), None if concepts is None else torch.from_numpy(concepts)
 
     def init_state(self, memory: Memory) -> State:
         batch = memory[0].shape[0]

@@ -18,9 +18,9 @@ import torch
 
 from streamcap.backends.base import BackendUnavailable, SearchCaptioner
 from streamcap.backends.export import OnnxModel, cached_export
-from streamcap.model.captioner import Captioner, DecodeOptions
 from streamcap.model.checkpoint import DEFAULT_MODEL, CaptionModelSpec, CheckpointError, load_checkpoint
-from streamcap.model.encoder import EncoderWeightsError
+from streamcap.model.decoding import DecodeOptions
+from streamcap.model.encoder import EncoderWeightsError, build_encoder
 
 log = logging.getLogger("streamcap.backend")
 
@@ -44,24 +44,26 @@ class LoadRequest:
     max_batch: int = 8
     encoder_weights: str | None = None
     calib_dir: str | None = None
+    cache_dir: str | None = None  # ONNX exports and engines; default $XDG_CACHE_HOME/streamcap
     notes: list[str] = field(default_factory=list)  # precision downgrades, for the selection line
 
     @functools.cached_property
+    def checkpoint(self) -> tuple[CaptionModelSpec, torch.nn.Module]:
+        """Read once per selection, however many backends are tried."""
+        spec, decoder, _ = load_checkpoint(self.model_path)
+        return spec, decoder
+
+    @property
     def spec(self) -> CaptionModelSpec:
-        return load_checkpoint(self.model_path)[0]
+        return self.checkpoint[0]
 
     @property
     def options(self) -> DecodeOptions:
-        spec = self.spec
-        return DecodeOptions(
-            beam_size=spec.beam_size if self.beam_size is None else self.beam_size,
-            length_penalty=spec.length_penalty if self.length_penalty is None else self.length_penalty,
-            max_len=spec.max_len,
-        )
+        return DecodeOptions.for_model(self.spec, self.beam_size, self.length_penalty)
 
     @functools.cached_property
     def onnx(self) -> OnnxModel:
-        return cached_export(self.model_path, self.encoder_weights)
+        return cached_export(self.model_path, self.encoder_weights, self.cache_dir, checkpoint=self.checkpoint)
 
 
 def _require_cuda() -> None:
@@ -111,9 +113,10 @@ def load_torch(request: LoadRequest, device: str) -> SearchCaptioner:
     wants_half = request.precision == "fp16" and device == "cuda"
     if request.precision != "fp32" and not wants_half:
         request.notes.append(f"torch-{device} does not run {request.precision}; running fp32")
-    captioner = Captioner.load(request.model_path, request.beam_size, request.length_penalty,
-                               encoder_weights=request.encoder_weights)
-    return TorchCaptioner(captioner, device, "fp16" if wants_half else "fp32")
+    spec, decoder = request.checkpoint
+    encoder = build_encoder(spec.encoder, request.encoder_weights)
+    return TorchCaptioner(spec, decoder, encoder, request.options, str(request.model_path), device,
+                          "fp16" if wants_half else "fp32")
 
 
 LOADERS = {
@@ -139,6 +142,7 @@ def load_captioner(
     max_batch: int = 8,
     encoder_weights: str | None = None,
     calib_dir: str | None = None,
+    cache_dir: str | None = None,
     loaders: dict | None = None,
 ) -> SearchCaptioner:
     """The first backend of `backend`'s chain that loads; raises BackendUnavailable if none does."""
@@ -147,7 +151,8 @@ def load_captioner(
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(CHOICES)}")
     loaders = loaders or LOADERS
     request = LoadRequest(Path(model_path) if model_path else DEFAULT_MODEL, beam_size, length_penalty,
-                          str(precision), max_batch, str(encoder_weights) if encoder_weights else None, calib_dir)
+                          str(precision), max_batch, str(encoder_weights) if encoder_weights else None, calib_dir,
+                          str(cache_dir) if cache_dir else None)
     skipped = []
     for name in CHOICES[backend]:
         try:

@@ -24,8 +24,8 @@ import torch
 
 from streamcap.backends.base import BackendUnavailable, DeviceMemory, SearchCaptioner, preprocess_on
 from streamcap.backends.calibration import calibration_batches, calibration_images
-from streamcap.backends.export import GRAPHS, OnnxModel, cache_root
-from streamcap.model.captioner import DecodeOptions
+from streamcap.backends.export import GRAPHS, OnnxModel
+from streamcap.model.decoding import DecodeOptions, Description, describe
 from streamcap.model.checkpoint import CaptionModelSpec
 from streamcap.model.decoder import Memory, State
 from streamcap.model.encoder import SPECS
@@ -69,7 +69,7 @@ def engine_dir(onnx: OnnxModel, trt_version: str, precision: str, max_batch: int
         onnx.model_hash, trt_version, torch.cuda.get_device_name(0), f"{major}.{minor}",
         precision, batch_profiles(max_batch, beam_size),
     )
-    return cache_root() / "tensorrt" / key
+    return onnx.cache_root / "tensorrt" / key
 
 
 def _make_calibrator(trt, batches, batch_size: int, cache_file: Path):
@@ -230,20 +230,24 @@ class TensorRTCaptioner(SearchCaptioner):
         return self._encode_on_device(frames_bgr).cpu()
 
     def decode(self, grid: torch.Tensor):
-        hypotheses = []
+        hypotheses, concepts = [], []
         for start in range(0, grid.shape[0], self.max_batch):  # the engines' profile ends at max_batch
-            hypotheses += super().decode(grid[start : start + self.max_batch])
-        return hypotheses
+            chunk_hypotheses, chunk_concepts = super().decode(grid[start : start + self.max_batch])
+            hypotheses += chunk_hypotheses
+            if chunk_concepts is not None:
+                concepts.append(chunk_concepts)
+        return hypotheses, torch.cat(concepts) if concepts else None
 
-    def caption(self, frames_bgr: list[np.ndarray]) -> list[str]:
+    def describe(self, frames_bgr: list[np.ndarray]) -> list[Description]:
         if not frames_bgr:
             return []
-        hypotheses = self.decode(self._encode_on_device(frames_bgr))  # the grid stays on the GPU
-        return [self.spec.vocab.decode(h.tokens) for h in hypotheses]
+        hypotheses, concepts = self.decode(self._encode_on_device(frames_bgr))  # the grid stays on the GPU
+        return describe(self.spec.vocab, hypotheses, concepts, self.spec.concept_names)
 
-    def prepare(self, grid: torch.Tensor) -> Memory:
-        memory = self.engines["prepare"]({"grid": grid})
-        return tuple(memory[name].cpu() for name in self.memory_names)
+    def prepare(self, grid: torch.Tensor) -> tuple[Memory, torch.Tensor | None]:
+        out = self.engines["prepare"]({"grid": grid})
+        concepts = out.get("concepts")
+        return tuple(out[name].cpu() for name in self.memory_names), None if concepts is None else concepts.float().cpu()
 
     def init_state(self, memory: Memory) -> State:
         return tuple(torch.zeros(memory[0].shape[0], *shape) for shape in self.state_shapes)  # (B, H) each

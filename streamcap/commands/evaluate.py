@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
-from streamcap.model.captioner import Captioner
+from streamcap.model.checkpoint import DEFAULT_MODEL, load_checkpoint
+from streamcap.model.decoding import DecodeOptions
+from streamcap.model.encoder import build_encoder
 from streamcap.train.data import load_corpus
 from streamcap.train.evaluate import caption_features, score_captions
 from streamcap.train.features import cached_features
@@ -24,15 +26,18 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    captioner = Captioner.load(args.model, beam_size=args.beam, length_penalty=args.length_penalty)
+    model_path = args.model or DEFAULT_MODEL
+    spec, decoder, _ = load_checkpoint(model_path)
+    options = DecodeOptions.for_model(spec, args.beam, args.length_penalty)
+    encoder = build_encoder(spec.encoder)
     corpus = load_corpus(args.data, args.images)
     ids = corpus.split(args.split)
-    features, unreadable = cached_features(captioner.encoder, ids, corpus.image_paths, args.cache_dir)
+    features, unreadable = cached_features(encoder, ids, corpus.image_paths, args.cache_dir)
     keep = [i for i, image_id in enumerate(ids) if image_id not in set(unreadable)]
     ids = [ids[i] for i in keep]
-    captions = caption_features(captioner.decoder, captioner.spec.vocab, features[keep], captioner.options)
+    captions = caption_features(decoder, spec.vocab, features[keep], options)
     scores = score_captions(ids, captions, corpus.captions, with_meteor=not args.no_meteor)
-    print(json.dumps({"model": captioner.model_path, "split": args.split, "images": len(ids), "beam": captioner.options.beam_size, **{k: round(v, 4) for k, v in scores.items()}}))
+    print(json.dumps({"model": str(model_path), "split": args.split, "images": len(ids), "beam": options.beam_size, **{k: round(v, 4) for k, v in scores.items()}}))
     if args.captions_out:
         with open(args.captions_out, "w", encoding="utf-8") as f:
             json.dump(dict(zip(ids, captions)), f, indent=1)

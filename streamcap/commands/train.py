@@ -8,7 +8,10 @@ from dataclasses import fields
 from streamcap.train.train import TrainConfig, train
 
 HELP = {
-    "data": "Flickr8k folder (token file, split lists, Images/) or a Karpathy dataset_*.json",
+    "data": "Flickr8k folder, a captions.tsv folder (COCO subset, clip frames) or a Karpathy dataset_*.json; "
+            "repeat --data to train on several (ids become <folder>/<image>)",
+    "corrections": "caption corrections: image<TAB>caption number<TAB>corrected caption",
+    "concepts": "train a concept head (person, vehicle, animal, fire) and condition the attention decoder on it",
     "out": "where to write the best checkpoint (by dev CIDEr-D)",
     "images": "image folder, for a Karpathy JSON",
     "decoder": "merge (the paper's baseline) or attention",
@@ -25,7 +28,9 @@ def register(subparsers) -> None:
         if f.name in ("command", "extra"):
             continue
         flag = "--" + f.name.replace("_", "-")
-        if f.name in ("data", "out"):
+        if f.name == "data":
+            p.add_argument(flag, required=True, action="append", help=HELP[f.name])
+        elif f.name == "out":
             p.add_argument(flag, required=True, help=HELP[f.name])
         elif f.type in ("bool | None", "bool"):
             p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default, help=HELP.get(f.name, "true/false"))

@@ -7,12 +7,13 @@ decoding defaults and a format version. No pickled modules: it loads with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from streamcap.model.decoder import DecoderConfig, build_decoder
+from streamcap.model.grounding import GroundingOptions
 from streamcap.model.vocab import Vocabulary
 
 FORMAT_VERSION = 1
@@ -31,7 +32,12 @@ class CaptionModelSpec:
     max_len: int = 34
     beam_size: int = 1
     length_penalty: float = 0.0
+    grounding: GroundingOptions = field(default_factory=GroundingOptions)  # decoding defaults, tuned on dev
     info: dict = field(default_factory=dict)  # training command, data, scores
+
+    @property
+    def concept_names(self) -> tuple[str, ...]:
+        return self.decoder.concept_names
 
 
 def save_checkpoint(path: str | Path, spec: CaptionModelSpec, decoder: torch.nn.Module, half: bool = False, extra: dict | None = None) -> None:
@@ -44,6 +50,7 @@ def save_checkpoint(path: str | Path, spec: CaptionModelSpec, decoder: torch.nn.
         "max_len": spec.max_len,
         "beam_size": spec.beam_size,
         "length_penalty": spec.length_penalty,
+        "grounding": asdict(spec.grounding),
         "info": spec.info,
         "state_dict": state,
         "extra": extra or {},
@@ -87,6 +94,7 @@ def load_checkpoint(path: str | Path) -> tuple[CaptionModelSpec, torch.nn.Module
         max_len=payload["max_len"],
         beam_size=payload["beam_size"],
         length_penalty=payload["length_penalty"],
+        grounding=GroundingOptions(**payload.get("grounding", {})),
         info=payload.get("info", {}),
     )
     return spec, decoder, payload

@@ -3,15 +3,21 @@
 Both decoders share one stepping contract, which greedy search, beam search,
 teacher forcing, self-critical sampling and the exported ONNX step all use:
 
-    memory = decoder.prepare(grid)             # per-image tensors, computed once
+    memory, concepts = decoder.prepare(grid)   # per-image tensors, computed once
     state = decoder.init_state(memory)         # tuple of (B, ...) tensors
     logprobs, state = decoder.step(tokens, state, memory)
 
 `memory` and `state` are tuples of tensors whose first axis is the batch, so a
-beam search reorders them with `index_select(0, ...)`.
+beam search reorders them with `index_select(0, ...)`. `concepts` is the
+concept head's calibrated probabilities (B, C), or None for a decoder without
+a head. The attention decoder with a head is conditioned on them: they enter
+the attention LSTM's gates (as the mean image does) and bias the output words,
+so "no person here" reaches the words themselves, not only the search's bans.
+Training passes `concepts` in (out-of-fold probabilities); at run time the
+head computes them.
 
 Shape letters: B batch, T steps, P grid regions, D encoder feature, E word
-embedding, H hidden, A attention, V vocabulary.
+embedding, H hidden, A attention, V vocabulary, C concepts.
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from streamcap.model.concept_head import ConceptHead, ConceptHeadConfig
 
 State = tuple[torch.Tensor, ...]
 Memory = tuple[torch.Tensor, ...]
@@ -35,9 +43,14 @@ class DecoderConfig:
     attention_dim: int = 256
     dropout: float = 0.5
     freeze_embeddings: bool = True
+    concept_head: dict | None = None  # ConceptHeadConfig.to_dict(); None: no head (the models before it)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def concept_names(self) -> tuple[str, ...]:
+        return tuple(self.concept_head["concepts"]) if self.concept_head else ()
 
 
 class MergeDecoder(nn.Module):
@@ -49,6 +62,8 @@ class MergeDecoder(nn.Module):
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
+        if config.concept_head:
+            raise ValueError("the merge decoder has no concept head; use the attention decoder")
         self.config = config
         self.image_fc = nn.Sequential(
             nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.hidden_dim), nn.ReLU()
@@ -60,9 +75,9 @@ class MergeDecoder(nn.Module):
             nn.Linear(config.hidden_dim, config.hidden_dim), nn.ReLU(), nn.Linear(config.hidden_dim, config.vocab_size)
         )
 
-    def prepare(self, grid: torch.Tensor) -> Memory:
+    def prepare(self, grid: torch.Tensor, concepts: torch.Tensor | None = None) -> tuple[Memory, None]:
         image = self.image_fc(grid.mean(1))  # (B, H)
-        return (image,)
+        return (image,), None
 
     def init_state(self, memory: Memory) -> State:
         (image,) = memory
@@ -77,9 +92,9 @@ class MergeDecoder(nn.Module):
         logits = self.head(image + out[:, 0])  # (B, V)
         return F.log_softmax(logits, -1), (h_new[0], c_new[0])
 
-    def forward(self, grid: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, grid: torch.Tensor, inputs: torch.Tensor, concepts: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher forcing in one LSTM call: next-token log-probs (B, T, V)."""
-        (image,) = self.prepare(grid)
+        (image,), _ = self.prepare(grid)
         words = self.embed_dropout(self.embed(inputs))  # (B, T, E)
         out, _ = self.lstm(words)  # (B, T, H)
         return F.log_softmax(self.head(image[:, None] + out), -1)  # (B, T, V)
@@ -108,8 +123,18 @@ class AttentionDecoder(nn.Module):
         self.score = nn.Linear(A, 1)
         self.out_dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(H, config.vocab_size)
+        self.concept_head: ConceptHead | None = None
+        if config.concept_head:
+            head_config = ConceptHeadConfig.from_dict(config.concept_head)
+            C = len(head_config.concepts)
+            self.concept_head = ConceptHead(head_config)
+            # Zero-initialised: a warm start from a model without a head decodes exactly as it did.
+            self.concept_gates = nn.Linear(C, 4 * H, bias=False)
+            self.concept_words = nn.Linear(C, config.vocab_size, bias=False)
+            nn.init.zeros_(self.concept_gates.weight)
+            nn.init.zeros_(self.concept_words.weight)
 
-    def prepare(self, grid: torch.Tensor) -> Memory:
+    def prepare(self, grid: torch.Tensor, concepts: torch.Tensor | None = None) -> tuple[Memory, torch.Tensor | None]:
         regions = self.feature_proj(grid)  # (B, P, H)
         keys = self.feature_key(regions)  # (B, P, A)
         # The mean image's share of the attention LSTM's gates is the same at
@@ -117,7 +142,13 @@ class AttentionDecoder(nn.Module):
         H = self.config.hidden_dim
         lstm = self.attention_lstm
         image_gates = F.linear(regions.mean(1), lstm.weight_ih[:, H : 2 * H], lstm.bias_ih + lstm.bias_hh)  # (B, 4H)
-        return (regions, keys, image_gates)
+        if self.concept_head is None:
+            return (regions, keys, image_gates), None
+        if concepts is None:
+            concepts = self.concept_head(grid)  # (B, C)
+        image_gates = image_gates + self.concept_gates(concepts)  # (B, 4H)
+        word_bias = self.concept_words(concepts)  # (B, V)
+        return (regions, keys, image_gates, word_bias), concepts
 
     def init_state(self, memory: Memory) -> State:
         regions = memory[0]
@@ -145,18 +176,20 @@ class AttentionDecoder(nn.Module):
         return (weights * regions).sum(1), weights[..., 0]  # (B, H), (B, P)
 
     def step(self, tokens: torch.Tensor, state: State, memory: Memory) -> tuple[torch.Tensor, State]:
-        regions, keys, image_gates = memory
+        regions, keys, image_gates = memory[:3]
         h_att, c_att, h_lang, c_lang = state
         words = self.embed_dropout(self.embed(tokens))  # (B, E)
         h_att, c_att = self._attention_lstm(h_lang, words, image_gates, h_att, c_att)  # (B, H)
         context, _ = self.attend(h_att, regions, keys)  # (B, H)
         h_lang, c_lang = self.language_lstm(torch.cat([context, h_att], 1), (h_lang, c_lang))  # (B, H)
         logits = self.head(self.out_dropout(h_lang))  # (B, V)
+        if len(memory) > 3:
+            logits = logits + memory[3]  # the concepts' word bias
         return F.log_softmax(logits, -1), (h_att, c_att, h_lang, c_lang)
 
-    def forward(self, grid: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, grid: torch.Tensor, inputs: torch.Tensor, concepts: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher forcing: next-token log-probs (B, T, V)."""
-        memory = self.prepare(grid)
+        memory, _ = self.prepare(grid, concepts)
         state = self.init_state(memory)
         steps = []
         # Rows past their caption's end are computed too (the loss masks them): batches are length-bucketed.
@@ -193,7 +226,8 @@ def transplant_weights(source: nn.Module, source_vocab, target: nn.Module, targe
 
     Tensors indexed by vocabulary (embedding, output layer) get the rows of the
     words both vocabularies share; new words keep their fresh initialisation.
-    Every other tensor must have the same shape in both models.
+    Tensors the source lacks (a concept head the old model never had) keep
+    theirs too. Every other tensor must have the same shape in both models.
     """
     row_of = {w: i for i, w in enumerate(source_vocab.words)}
     pairs = [(i, row_of[w]) for i, w in enumerate(target_vocab.words) if w in row_of]
@@ -203,7 +237,9 @@ def transplant_weights(source: nn.Module, source_vocab, target: nn.Module, targe
     copied = 0
     with torch.no_grad():
         for name, tensor in target_state.items():
-            old = source_state[name]
+            old = source_state.get(name)
+            if old is None:
+                continue
             if old.shape == tensor.shape and len(source_vocab) == len(target_vocab) and source_vocab.words == target_vocab.words:
                 tensor.copy_(old)
             elif old.shape[:1] == (len(source_vocab),) and tensor.shape[:1] == (len(target_vocab),) and old.shape[1:] == tensor.shape[1:]:

@@ -66,10 +66,11 @@ def preprocess(frames_bgr: list[np.ndarray], spec: EncoderSpec) -> torch.Tensor:
 class ImageEncoder(nn.Module):
     """Wraps a CNN trunk; forward returns the feature grid (B, P, D)."""
 
-    def __init__(self, spec: EncoderSpec, trunk: nn.Module, classifier: nn.Module | None):
+    def __init__(self, spec: EncoderSpec, trunk: nn.Module, classifier: nn.Module | None, weights_file: str = ""):
         super().__init__()
         self.spec = spec
         self.trunk = trunk
+        self.weights_file = weights_file  # where the ImageNet weights came from: part of every cache key
         # Kept only so the ImageNet sanity check can classify; never used for captions.
         self.classifier = classifier
 
@@ -124,7 +125,7 @@ def _build_lite(spec: EncoderSpec, weights_path: str | None) -> ImageEncoder:
     path = weights_path or _lite_weights_file(variant)
     net = EfficientNet.from_name(f"efficientnet-lite{variant}")
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return ImageEncoder(spec, _LiteTrunk(net), net._fc)
+    return ImageEncoder(spec, _LiteTrunk(net), net._fc, path)
 
 
 # torchvision's file names for the two published ResNet50 ImageNet weight sets.
@@ -162,7 +163,7 @@ def _build_resnet50(spec: EncoderSpec, weights_path: str | None) -> ImageEncoder
     net = torchvision.models.resnet50(weights=None)
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     trunk = nn.Sequential(*list(net.children())[:-2])  # up to layer4, before avgpool/fc
-    return ImageEncoder(spec, trunk, net.fc)
+    return ImageEncoder(spec, trunk, net.fc, path)
 
 
 def build_encoder(name: str, weights_path: str | None = None) -> ImageEncoder:

@@ -2,6 +2,8 @@
 
 `step_fn(tokens, state, memory) -> (logprobs, state)` is the only thing the
 searches call, so the same search drives PyTorch, ONNX Runtime and TensorRT.
+Before each pick, `rules.apply` shapes the log-probs (word rules, repeated
+trigrams, grounding in the concept head: see `streamcap.model.grounding`).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Callable
 import torch
 
 from streamcap.model.decoder import Memory, State
-from streamcap.model.vocab import BannedAfter
+from streamcap.model.grounding import StepRules
 
 StepFn = Callable[[torch.Tensor, State, Memory], tuple[torch.Tensor, State]]
 
@@ -23,49 +25,37 @@ class Hypothesis:
     score: float  # logprob after the length penalty; what the beam ranks by
 
 
-def _rule_tensors(banned_after: BannedAfter) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The word rules as index tensors, built once per search rather than once per word."""
-    return [(torch.tensor(sorted(after)), torch.tensor(sorted(banned))) for after, banned in banned_after if after and banned]
-
-
-def _ban(logprobs: torch.Tensor, previous: torch.Tensor, rules: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Rules out, row by row, the words that may not follow that row's previous word."""
-    cloned = False
-    for after, banned in rules:
-        rows = torch.isin(previous, after).nonzero()  # (n, 1)
-        if len(rows):
-            if not cloned:
-                logprobs, cloned = logprobs.clone(), True
-            logprobs[rows, banned[None]] = float("-inf")
-    return logprobs
-
-
 def _select(tensors: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t.index_select(0, index) for t in tensors)
 
 
+def _shape(rules: StepRules | None, logprobs: torch.Tensor, history: torch.Tensor, row_image: torch.Tensor) -> torch.Tensor:
+    return logprobs if rules is None else rules.apply(logprobs, history, row_image)
+
+
 def greedy_search(
     step_fn: StepFn, state: State, memory: Memory, start: int, end: int, max_len: int,
-    banned_after: BannedAfter = (),
+    rules: StepRules | None = None,
 ) -> list[Hypothesis]:
     batch = memory[0].shape[0]
     tokens = torch.full((batch,), start, dtype=torch.long)  # (B,)
     generated, total = [[] for _ in range(batch)], [0.0] * batch
     images = torch.arange(batch)  # which image each row still being decoded belongs to
-    rules = _rule_tensors(banned_after)
+    history = torch.zeros(batch, 0, dtype=torch.long)  # (n, t)
     for _ in range(max_len):
         logprobs, state = step_fn(tokens, state, memory)  # (n, V)
-        logprobs = _ban(logprobs, tokens, rules)
+        logprobs = _shape(rules, logprobs, history, images)
         best, tokens = logprobs.max(-1)  # (n,), (n,)
         for image, token, logprob in zip(images.tolist(), tokens.tolist(), best.tolist()):
             generated[image].append(token)
             total[image] += logprob
+        history = torch.cat([history, tokens[:, None]], 1)  # (n, t+1)
         alive = tokens != end  # (n,)
         if not bool(alive.any()):
             break
         if not bool(alive.all()):  # finished captions leave the batch: the step costs per row
             rows = alive.nonzero()[:, 0]
-            images, tokens = images[rows], tokens[rows]
+            images, tokens, history = images[rows], tokens[rows], history[rows]
             state, memory = _select(state, rows), _select(memory, rows)
     return [Hypothesis(g, s, s) for g, s in zip(generated, total)]
 
@@ -79,7 +69,7 @@ def beam_search(
     max_len: int,
     beam_size: int = 3,
     length_penalty: float = 0.0,
-    banned_after: BannedAfter = (),
+    rules: StepRules | None = None,
     prune: bool = True,
 ) -> list[Hypothesis]:
     """Best hypothesis per image; scores are logprob / length**length_penalty.
@@ -104,12 +94,12 @@ def beam_search(
     # A live beam's log-prob only falls as words are added, and a negative
     # log-prob divided by a longer length rises at most to logprob / max_len**penalty.
     best_possible_divisor = float(max_len) ** length_penalty if length_penalty >= 0 else None
-    rules = _rule_tensors(banned_after)
 
     for t in range(max_len):
         n = len(images)
         logprobs, state = step_fn(tokens, state, memory)  # (n*K, V)
-        logprobs = _ban(logprobs, tokens, rules)
+        row_image = torch.tensor(images).repeat_interleave(K)  # (n*K,)
+        logprobs = _shape(rules, logprobs, history.reshape(n * K, t), row_image)
         V = logprobs.shape[-1]
         candidates = beam_logprob[:, :, None] + logprobs.float().view(n, K, V)  # (n, K, V)
         top_logprob, top_flat = candidates.view(n, K * V).topk(2 * K, dim=1)  # (n, 2K)

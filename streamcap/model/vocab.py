@@ -82,6 +82,13 @@ class Vocabulary:
             (self.indices(DETERMINERS), self.indices(NO_END_AFTER)),
         )
 
+    @cached_property
+    def rule_tensors(self) -> list:
+        """`banned_after` as (after, banned) index tensors, built once, for the searches."""
+        import torch
+
+        return [(torch.tensor(sorted(after)), torch.tensor(sorted(banned))) for after, banned in self.banned_after if after and banned]
+
     @property
     def start_index(self) -> int:
         return self.index[START]

@@ -2,8 +2,9 @@
 
 Words match on word boundaries ("cat" never matches "catch", "man" never
 matches "woman") and a simple plural ending is allowed ("dog" matches "dogs",
-"bus" matches "buses"); irregular plurals come from the groups below.
-`@name` in a word list stands for a synonym group.
+"bus" matches "buses"); irregular plurals come from the groups.
+`@name` in a word list stands for a synonym group: the built-in ones are the
+visual concepts of `streamcap.concepts`, the rest come from the rule files.
 """
 from __future__ import annotations
 
@@ -11,31 +12,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from streamcap.concepts import BUILTIN_GROUPS, BY_NAME, Concept, word_regex
 from streamcap.rules.schema import CaptionTrigger
 
-# Caption vocabularies (Flickr8k, COCO) name people by role far more often than
-# as "person", so @person is broad on purpose.
-BUILTIN_GROUPS: dict[str, list[str]] = {
-    "person": [
-        "person", "people", "man", "men", "woman", "women", "boy", "girl", "child", "children", "kid",
-        "lady", "ladies", "guy", "gentleman", "gentlemen", "adult", "teenager", "teen", "toddler", "baby", "babies",
-        "pedestrian", "worker", "someone", "somebody", "individual", "crowd", "cyclist", "biker", "rider",
-        "runner", "jogger", "hiker", "officer", "policeman", "soldier", "player", "skateboarder", "couple",
-    ],
-    "vehicle": [
-        "vehicle", "car", "truck", "van", "bus", "motorcycle", "motorbike", "bike", "bicycle", "scooter",
-        "taxi", "cab", "jeep", "suv", "pickup", "lorry", "tractor", "trailer", "ambulance", "minivan",
-    ],
-    "animal": [
-        "animal", "dog", "puppy", "puppies", "cat", "kitten", "horse", "cow", "cattle", "sheep", "goat",
-        "pig", "bird", "deer", "fox", "foxes", "bear", "rabbit", "squirrel", "raccoon", "duck", "chicken",
-    ],
-    # "smoking" is left out: a man smoking a cigarette is not a fire.
-    "fire": ["fire", "smoke", "flame", "burning", "blaze", "smoky", "embers"],
-}
-
-_EDGE_BEFORE = r"(?<![\w])"
-_EDGE_AFTER = r"(?![\w])"
+__all__ = ["BUILTIN_GROUPS", "CaptionMatcher", "MatchResult", "expand", "normalise", "unknown_groups", "word_regex"]
 
 
 def normalise(text: str) -> str:
@@ -64,21 +44,15 @@ def unknown_groups(words: list[str], groups: Mapping[str, list[str]]) -> list[st
     return missing
 
 
-def word_regex(words: list[str], plural: bool = True) -> re.Pattern:
-    """One regex matching any of `words` as whole words (multi-word entries allow any spacing)."""
-    alternatives = []
-    for word in sorted(set(words), key=len, reverse=True):
-        body = r"\s+".join(re.escape(part) for part in word.split())
-        alternatives.append(body + (r"(?:s|es)?" if plural and word[-1:].isalpha() else ""))
-    return re.compile(f"{_EDGE_BEFORE}(?:{'|'.join(alternatives)}){_EDGE_AFTER}")
-
-
 @dataclass(frozen=True)
 class _Entry:
     label: str  # as written in the rule: "dog" or "@person"
     regex: re.Pattern
+    concept: Concept | None = None  # a built-in group: its not_phrases ("fire hydrant") never count
 
     def find(self, text: str) -> str | None:
+        if self.concept is not None and not self.concept.named_in(text):
+            return None
         match = self.regex.search(text)
         return match.group(0) if match else None
 
@@ -106,8 +80,11 @@ class CaptionMatcher:
 
     @staticmethod
     def _entry(word: str, groups: Mapping[str, list[str]]) -> _Entry:
+        concept = BY_NAME.get(word[1:]) if word.startswith("@") else None
+        if concept is not None and groups.get(concept.name) != list(concept.words):
+            concept = None  # the rule redefined the group
         try:
-            return _Entry(word, word_regex(expand(word, groups)))
+            return _Entry(word, word_regex(expand(word, groups)), concept)
         except KeyError as exc:
             raise ValueError(f"unknown synonym group @{exc.args[0]}") from None
 

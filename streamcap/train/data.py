@@ -1,14 +1,30 @@
-"""Caption datasets on disk: Flickr8k's own format and Karpathy's JSON.
+"""Caption datasets on disk, all loaded into one `CaptionCorpus`.
 
-Both load into one `CaptionCorpus`: image paths, raw captions per image, and
-named splits. Nothing here reads pixels.
+Formats: Flickr8k's own folder, Karpathy's JSON, and the shared data's
+`captions.tsv` folders (the COCO subset; the clip frames, which add hand
+labels). A corpus is image paths, raw captions per image, named splits and,
+where people labelled the images, concept labels. Several corpora merge into
+one for training on all of them (`merge_corpora`). Nothing here reads pixels.
+
+Splits of the shared data, fixed here so that training and every benchmark
+agree on them:
+- COCO subset: `train` is its 5,000 train2014 images, `dev` its 938 val2014 ones.
+- Clip frames: frames of one clip are near-duplicates, so the split is by clip.
+  `dev` is the three clips in DEV_CLIPS (a top-down car park, an infrared
+  night yard with one visitor, a hall people walk through); `train` is the
+  rest (a raised campus camera with pedestrians and parked vans, bottles on a
+  table with a hand reaching in).
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+DEV_CLIPS = ("car-detection", "ir-night-yard", "one-by-one-person-detection")
+LabelValue = int | None  # 1 present, 0 absent, None: cannot tell
 
 
 @dataclass(frozen=True)
@@ -16,6 +32,8 @@ class CaptionCorpus:
     image_paths: dict[str, Path]
     captions: dict[str, list[str]]  # raw, as written by the annotators
     splits: dict[str, list[str]]
+    labels: dict[str, dict[str, LabelValue]] = field(default_factory=dict)  # hand labels, where there are any
+    name: str = ""
 
     def split(self, name: str) -> list[str]:
         if name not in self.splits:
@@ -62,11 +80,114 @@ def load_karpathy_json(json_path: str | Path, image_root: str | Path) -> Caption
     return CaptionCorpus(paths, captions, dict(splits))
 
 
+def _read_tsv(path: Path, columns: int) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of a tab-separated file, skipping blank lines and `#` comments."""
+    rows = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) != columns:
+            raise ValueError(f"{path}:{line_no}: expected {columns} tab-separated fields, found {len(fields)}")
+        rows.append((line_no, fields))
+    return rows
+
+
+def _captions_tsv(path: Path) -> dict[str, list[str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; expected 'image<TAB>caption' lines there")
+    captions: dict[str, list[str]] = defaultdict(list)
+    for _, (image_id, text) in _read_tsv(path, 2):
+        captions[image_id].append(text.strip())
+    return dict(captions)
+
+
+def apply_corrections(corpus: CaptionCorpus, corrections: str | Path) -> tuple[CaptionCorpus, int]:
+    """Replace captions found wrong: lines `image<TAB>caption number (1-based)<TAB>corrected caption`."""
+    captions = {k: list(v) for k, v in corpus.captions.items()}
+    fixed = 0
+    for line_no, (image_id, number, text) in _read_tsv(Path(corrections), 3):
+        if image_id not in captions:
+            continue  # a correction for another corpus in the same file
+        index = int(number) - 1
+        if not 0 <= index < len(captions[image_id]):
+            raise ValueError(f"{corrections}:{line_no}: {image_id} has {len(captions[image_id])} captions, not {number}")
+        captions[image_id][index] = text.strip()
+        fixed += 1
+    return CaptionCorpus(corpus.image_paths, captions, corpus.splits, corpus.labels, corpus.name), fixed
+
+
+def load_coco_subset(root: str | Path) -> CaptionCorpus:
+    """`root` holds captions.tsv and Images/ (the shared COCO subset)."""
+    root = Path(root)
+    captions = _captions_tsv(root / "captions.tsv")
+    ids = sorted(captions)
+    splits = {"train": [i for i in ids if "_train" in i], "dev": [i for i in ids if "_train" not in i]}
+    return CaptionCorpus({i: root / "Images" / i for i in ids}, captions, splits, name=root.name)
+
+
+def clip_of(frame_id: str) -> str:
+    """`ir-night-yard_00840.jpg` -> `ir-night-yard`."""
+    return frame_id.rsplit("_", 1)[0]
+
+
+def load_clip_frames(root: str | Path, dev_clips: tuple[str, ...] = DEV_CLIPS) -> CaptionCorpus:
+    """`root` holds captions.tsv, labels.tsv (frame, person, vehicle, animal) and Frames/."""
+    root = Path(root)
+    captions = _captions_tsv(root / "captions.tsv")
+    labels: dict[str, dict[str, LabelValue]] = {}
+    label_file = root / "labels.tsv"
+    rows = _read_tsv(label_file, 4)
+    header = rows[0][1]
+    for line_no, fields in rows[1:]:
+        values = {}
+        for name, value in zip(header[1:], fields[1:]):
+            if value not in ("0", "1", "?"):
+                raise ValueError(f"{label_file}:{line_no}: {name} is {value!r}; write 1, 0 or ?")
+            values[name] = None if value == "?" else int(value)
+        labels[fields[0]] = values
+    ids = sorted(captions)
+    splits = {"train": [i for i in ids if clip_of(i) not in dev_clips], "dev": [i for i in ids if clip_of(i) in dev_clips]}
+    return CaptionCorpus({i: root / "Frames" / i for i in ids}, captions, splits, labels, name=root.name)
+
+
+def merge_corpora(corpora: list[CaptionCorpus]) -> CaptionCorpus:
+    """One corpus whose ids are `<corpus name>/<image id>`; each split is the union of the parts'."""
+    paths, captions, splits, labels = {}, {}, defaultdict(list), {}
+    for corpus in corpora:
+        def key(image_id: str) -> str:
+            return f"{corpus.name}/{image_id}"
+        paths.update((key(i), p) for i, p in corpus.image_paths.items())
+        captions.update((key(i), c) for i, c in corpus.captions.items())
+        labels.update((key(i), v) for i, v in corpus.labels.items())
+        for split, ids in corpus.splits.items():
+            splits[split].extend(key(i) for i in ids)
+    return CaptionCorpus(paths, captions, dict(splits), labels, name="+".join(c.name for c in corpora))
+
+
+def source_of(image_id: str) -> str:
+    """The corpus a merged id came from (`coco_subset/COCO_...jpg` -> `coco_subset`), or ''."""
+    return image_id.split("/", 1)[0] if "/" in image_id else ""
+
+
 def load_corpus(data: str | Path, images: str | Path | None = None) -> CaptionCorpus:
-    """A Flickr8k folder, or a Karpathy JSON file with its image folder."""
+    """A Flickr8k folder, a captions.tsv folder (COCO subset, clip frames), or a Karpathy JSON with its image folder."""
     data = Path(data)
     if data.suffix == ".json":
         if images is None:
             raise ValueError(f"{data}: a Karpathy JSON needs --images, the image folder")
         return load_karpathy_json(data, images)
-    return load_flickr8k(data)
+    if (data / "labels.tsv").is_file():
+        return load_clip_frames(data)
+    if (data / "captions.tsv").is_file():
+        return load_coco_subset(data)
+    corpus = load_flickr8k(data)
+    return CaptionCorpus(corpus.image_paths, corpus.captions, corpus.splits, name=data.name)
+
+
+def load_corpora(data: list[str | Path], images: str | Path | None = None, corrections: str | Path | None = None) -> CaptionCorpus:
+    """One folder as it is; several merged (ids prefixed by folder name). Corrections apply to each part."""
+    parts = [load_corpus(d, images) for d in data]
+    if corrections:
+        parts = [apply_corrections(p, corrections)[0] for p in parts]
+    return parts[0] if len(parts) == 1 else merge_corpora(parts)

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import torch
 
-from streamcap.model.captioner import DecodeOptions, decode_grid
+from streamcap.model.decoding import DecodeOptions, decode_grid
 from streamcap.model.vocab import Vocabulary, tokenize_for_scoring
 from streamcap.train.metrics import score_all
 
@@ -22,7 +22,7 @@ def caption_features(decoder, vocab: Vocabulary, features: np.ndarray, options: 
     captions: list[str] = []
     for start in range(0, len(features), batch_size):
         grid = torch.from_numpy(np.asarray(features[start : start + batch_size], dtype=np.float32))  # (B, P, D)
-        hyps = decode_grid(decoder, vocab, grid, options)
+        hyps, _ = decode_grid(decoder, vocab, grid, options, decoder.config.concept_names)
         captions.extend(vocab.decode(h.tokens) for h in hyps)
     return captions
 
@@ -70,4 +70,36 @@ def score_captions(image_ids: list[str], captions: list[str], raw_captions: dict
         value = meteor(references, hypotheses)
         if value is not None:
             scores["METEOR"] = value
+    return scores
+
+
+def official_scores(references: dict[str, list[str]], hypotheses: dict[str, list[str]], use_java: bool | None = None) -> dict[str, float]:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr from the COCO scorer (pycocoevalcap), on raw captions.
+
+    With Java, captions go through the COCO PTB tokenizer and METEOR is scored,
+    like published results; without it, plain lower-case words and no METEOR.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    use_java = java_available() if use_java is None else use_java
+    if use_java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        tokenizer = PTBTokenizer()
+        references = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
+        hypotheses = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in hypotheses.items()})
+    else:
+        references = {k: [tokenize_for_scoring(c) for c in v] for k, v in references.items()}
+        hypotheses = {k: [tokenize_for_scoring(c) for c in v] for k, v in hypotheses.items()}
+    scores: dict[str, float] = {}
+    bleu, _ = Bleu(4).compute_score(references, hypotheses, verbose=0)
+    scores.update({f"BLEU-{i + 1}": bleu[i] for i in range(4)})
+    if use_java:
+        value = meteor(references, hypotheses)
+        if value is not None:
+            scores["METEOR"] = value
+    scores["ROUGE-L"], _ = Rouge().compute_score(references, hypotheses)
+    scores["CIDEr"], _ = Cider().compute_score(references, hypotheses)
     return scores

@@ -22,8 +22,21 @@ from streamcap.model.images import ImageReadError, read_image
 log = logging.getLogger(__name__)
 
 
+def _weights_digest(path: str) -> str:
+    """Identity of the encoder's weights: size and mtime would miss a same-size replacement, so the bytes."""
+    if not path:
+        return "unknown-weights"
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _cache_stem(encoder: ImageEncoder, image_ids: list[str]) -> str:
-    digest = hashlib.sha1("\n".join(image_ids).encode()).hexdigest()[:12]
+    """Same encoder, same weights, same image list: same cache; any of them different: a new one."""
+    key = "\n".join([encoder.name, _weights_digest(encoder.weights_file), *image_ids])
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return f"{encoder.name}-{len(image_ids)}-{digest}"
 
 

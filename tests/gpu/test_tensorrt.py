@@ -49,7 +49,7 @@ def test_fp32_engines_caption_exactly_like_torch(setup):
     assert engine.name == "tensorrt-fp32"
     grid = reference.encode(frames)
     torch.testing.assert_close(engine.encode(frames), grid, atol=1e-3, rtol=1e-3)
-    assert [h.tokens for h in engine.decode(grid)] == [h.tokens for h in reference.decode(grid)]
+    assert [h.tokens for h in engine.decode(grid)[0]] == [h.tokens for h in reference.decode(grid)[0]]
     assert engine.caption(frames) == reference.caption(frames)
 
 
@@ -58,7 +58,7 @@ def test_fp16_step_is_close_to_torch_and_captions_run(setup):
     reference = load_captioner(checkpoint, backend="torch")
     engine = load_captioner(checkpoint, backend="tensorrt", precision="fp16")
     grid = reference.encode(frames)
-    memory = [b.prepare(grid) for b in (reference, engine)]
+    memory = [b.prepare(grid)[0] for b in (reference, engine)]
     state = [b.init_state(m) for b, m in zip((reference, engine), memory)]
     tokens = torch.full((8,), reference.spec.vocab.start_index, dtype=torch.long)
     (expected, _), (got, _) = (b.step(tokens, s, m) for b, s, m in zip((reference, engine), state, memory))

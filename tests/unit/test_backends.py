@@ -1,6 +1,8 @@
 """Backends agree with PyTorch on real dev images, and `auto` falls back with one-line reasons."""
+import dataclasses
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ from _backend_models import KINDS, dev_frames, make_checkpoint
 
 from streamcap.backends import AUTO_CHAIN, LOADERS, BackendUnavailable, CaptionBackend, load_captioner
 from streamcap.backends.base import preprocess_on
+from streamcap.concepts import named_concepts
+from streamcap.model.grounding import GroundingOptions
 from streamcap.model.checkpoint import DEFAULT_MODEL, CheckpointError
 from streamcap.model.encoder import SPECS, preprocess
 
@@ -29,7 +33,7 @@ def test_both_backends_follow_the_interface(pair):
     torch_backend, ort_backend = pair
     assert [b.name for b in pair] == ["torch-cpu", "onnxruntime-cpu"]
     assert all(isinstance(b, CaptionBackend) for b in pair)
-    assert torch_backend.model_name == ort_backend.model_name == torch_backend.spec.decoder.kind
+    assert torch_backend.model_name == ort_backend.model_name == Path(torch_backend.model_path).stem
 
 
 def test_onnxruntime_grid_matches_torch_on_dev_images(pair, frames):
@@ -44,7 +48,7 @@ def test_onnxruntime_grid_matches_torch_on_dev_images(pair, frames):
 def test_onnxruntime_step_logprobs_match_torch_over_a_greedy_rollout(pair, frames):
     torch_backend, ort_backend = pair
     grid = torch_backend.encode(frames)  # one grid for both, to compare the decoder alone
-    memories = [b.prepare(grid) for b in pair]
+    memories = [b.prepare(grid)[0] for b in pair]
     states = [b.init_state(m) for b, m in zip(pair, memories)]
     tokens = torch.full((8,), torch_backend.spec.vocab.start_index, dtype=torch.long)
     for _ in range(10):
@@ -60,16 +64,41 @@ def test_onnxruntime_step_logprobs_match_torch_over_a_greedy_rollout(pair, frame
 def test_onnxruntime_captions_equal_torch_captions(pair, frames, beam_size):
     # given both backends with the same decoding options
     for backend in pair:
-        backend.options = type(backend.options)(beam_size=beam_size, max_len=backend.options.max_len)
+        backend.options = dataclasses.replace(backend.options, beam_size=beam_size)
     torch_backend, ort_backend = pair
     grid = torch_backend.encode(frames)
     # when each decodes the same grid with greedy or beam search
-    expected, got = torch_backend.decode(grid), ort_backend.decode(grid)
+    (expected, expected_concepts), (got, got_concepts) = torch_backend.decode(grid), ort_backend.decode(grid)
     # then the tokens are identical and the scores agree
     assert [h.tokens for h in got] == [h.tokens for h in expected]
     np.testing.assert_allclose([h.logprob for h in got], [h.logprob for h in expected], atol=1e-3)
+    if expected_concepts is None:
+        assert got_concepts is None
+    else:  # and so do the concept head's probabilities
+        torch.testing.assert_close(got_concepts, expected_concepts, atol=1e-4, rtol=1e-4)
     # and end to end, from frames, the captions are the same text
     assert ort_backend.caption(frames) == torch_backend.caption(frames)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_grounding_holds_on_every_backend(pair, frames, beam_size):
+    # given a model whose head rules out people and is sure of a vehicle, while its decoder likes person words
+    torch_backend, ort_backend = pair
+    if not torch_backend.spec.concept_names:
+        pytest.skip("this model has no concept head")
+    for backend in pair:
+        backend.options = dataclasses.replace(backend.options, beam_size=beam_size, grounding=backend.spec.grounding)
+    # when both describe the same frames
+    described = [b.describe(frames) for b in pair]
+    # then neither says a person word, each names a vehicle, and they agree word for word
+    for descriptions in described:
+        for d in descriptions:
+            assert "person" not in named_concepts(d.text) and "vehicle" in named_concepts(d.text), d.text
+            assert d.concepts["person"] < 0.1 and d.concepts["vehicle"] > 0.9
+    assert [d.text for d in described[0]] == [d.text for d in described[1]]
+    # and without grounding the same decoder does say person words (the test can fail)
+    torch_backend.options = dataclasses.replace(torch_backend.options, grounding=GroundingOptions())
+    assert any("person" in named_concepts(d.text) for d in torch_backend.describe(frames))
 
 
 def test_caption_of_no_frames_is_empty(pair):

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from streamcap.model.captioner import Captioner, DecodeOptions
+from streamcap.backends.torch_backend import TorchCaptioner
+from streamcap.model.decoding import DecodeOptions
 from streamcap.model.checkpoint import CaptionModelSpec, CheckpointError, load_checkpoint, save_checkpoint
 from streamcap.model.decoder import DecoderConfig, build_decoder
 from streamcap.model.vocab import END, PAD, START, Vocabulary
@@ -45,7 +46,7 @@ def test_checkpoint_for_another_encoder_is_refused(tmp_path, lite0_encoder):
     spec = _spec(feature_dim=2048)
     spec.encoder = "resnet50"
     with pytest.raises(CheckpointError, match="trained on resnet50 features .2048-d. but the encoder is efficientnet_lite0"):
-        Captioner(spec, lite0_encoder, build_decoder(spec.decoder), DecodeOptions())
+        TorchCaptioner(spec, build_decoder(spec.decoder), lite0_encoder, DecodeOptions())
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])

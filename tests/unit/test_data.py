@@ -38,3 +38,67 @@ def test_malformed_token_file_names_the_line(tmp_path):
     (tmp_path / "Flickr8k.token.txt").write_text("a.jpg#0\tA dog.\nthis line has no tab\n")
     with pytest.raises(ValueError, match=r"Flickr8k.token.txt:2: expected"):
         load_flickr8k(tmp_path)
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def test_coco_subset_splits_train2014_from_val2014(tmp_path):
+    from streamcap.train.data import load_corpus
+
+    _write(tmp_path / "coco" / "captions.tsv",
+           "COCO_train2014_000000000009.jpg\ta bus\nCOCO_train2014_000000000009.jpg\ta red bus on a street\n"
+           "COCO_val2014_000000000042.jpg\tan empty room\nCOCO_val2014_000000000042.jpg\tan empty office\n")
+    corpus = load_corpus(tmp_path / "coco")
+    assert corpus.split("train") == ["COCO_train2014_000000000009.jpg"]
+    assert corpus.split("dev") == ["COCO_val2014_000000000042.jpg"]
+    assert corpus.captions["COCO_val2014_000000000042.jpg"] == ["an empty room", "an empty office"]
+    assert corpus.image_paths["COCO_val2014_000000000042.jpg"] == tmp_path / "coco" / "Images" / "COCO_val2014_000000000042.jpg"
+
+
+def test_clip_frames_split_by_clip_and_keep_hand_labels(tmp_path):
+    from streamcap.train.data import load_clip_frames
+
+    root = tmp_path / "clips"
+    _write(root / "captions.tsv", "yard_00000.jpg\ta dark yard\nyard_00060.jpg\ta man at a gate\nhall_00000.jpg\tan empty hall\n")
+    _write(root / "labels.tsv", "frame\tperson\tvehicle\tanimal\nyard_00000.jpg\t?\t0\t0\nyard_00060.jpg\t1\t0\t0\nhall_00000.jpg\t0\t0\t0\n")
+    corpus = load_clip_frames(root, dev_clips=("yard",))
+    assert corpus.split("dev") == ["yard_00000.jpg", "yard_00060.jpg"] and corpus.split("train") == ["hall_00000.jpg"]
+    assert corpus.labels["yard_00000.jpg"] == {"person": None, "vehicle": 0, "animal": 0}
+    assert corpus.labels["yard_00060.jpg"]["person"] == 1
+
+
+def test_a_bad_label_names_the_file_and_line(tmp_path):
+    from streamcap.train.data import load_clip_frames
+
+    root = tmp_path / "clips"
+    _write(root / "captions.tsv", "yard_00000.jpg\ta dark yard\n")
+    _write(root / "labels.tsv", "frame\tperson\tvehicle\tanimal\nyard_00000.jpg\tyes\t0\t0\n")
+    with pytest.raises(ValueError, match=r"labels.tsv:2: person is 'yes'"):
+        load_clip_frames(root)
+
+
+def test_corrections_replace_one_caption_and_merging_prefixes_ids(tmp_path):
+    from streamcap.train.data import apply_corrections, load_corpora
+
+    _write(tmp_path / "coco_subset" / "captions.tsv",
+           "COCO_train2014_1.jpg\ta man on a street\nCOCO_train2014_1.jpg\ta busy street\n")
+    _write(tmp_path / "fixes.tsv", "# the street is empty: nobody is in view\nCOCO_train2014_1.jpg\t1\tan empty street\n")
+    corpus = load_corpora([tmp_path / "coco_subset"])
+    fixed, count = apply_corrections(corpus, tmp_path / "fixes.tsv")
+    assert count == 1 and fixed.captions["COCO_train2014_1.jpg"] == ["an empty street", "a busy street"]
+    merged = load_corpora([tmp_path / "coco_subset", tmp_path / "coco_subset"], corrections=tmp_path / "fixes.tsv")
+    assert merged.split("train") == ["coco_subset/COCO_train2014_1.jpg"] * 2
+    assert merged.captions["coco_subset/COCO_train2014_1.jpg"][0] == "an empty street"
+
+
+def test_shared_data_splits(shared_data):
+    from streamcap.train.data import DEV_CLIPS, clip_of, load_corpus
+
+    coco = load_corpus(shared_data / "coco_subset")
+    assert len(coco.split("train")) == 5000 and len(coco.split("dev")) == 938
+    clips = load_corpus(shared_data / "clip_frames")
+    assert {clip_of(i) for i in clips.split("dev")} == set(DEV_CLIPS)
+    assert not {clip_of(i) for i in clips.split("train")} & set(DEV_CLIPS)

@@ -25,7 +25,7 @@ def test_incremental_steps_equal_the_full_sequence_pass(kind):
     with torch.no_grad():
         # when decoded in one teacher-forced pass and one step at a time, carrying the state
         full = decoder(grid, inputs)  # (B, T, V)
-        memory = decoder.prepare(grid)
+        memory, _ = decoder.prepare(grid)
         state = decoder.init_state(memory)
         stepped = []
         for t in range(inputs.shape[1]):
@@ -41,7 +41,7 @@ def test_beam_of_width_one_is_greedy(kind, seed):
     decoder = _decoder(kind, seed)
     grid = torch.randn(5, P, D)
     with torch.no_grad():
-        memory = decoder.prepare(grid)
+        memory, _ = decoder.prepare(grid)
         greedy = greedy_search(decoder.step, decoder.init_state(memory), memory, START, END, max_len=12)
         beam = beam_search(decoder.step, decoder.init_state(memory), memory, START, END, max_len=12, beam_size=1)
     assert [h.tokens for h in beam] == [h.tokens for h in greedy]
@@ -49,7 +49,7 @@ def test_beam_of_width_one_is_greedy(kind, seed):
 
 
 def _sequence_logprob(decoder, grid_row, tokens):
-    memory = decoder.prepare(grid_row[None])
+    memory, _ = decoder.prepare(grid_row[None])
     state = decoder.init_state(memory)
     total, previous = 0.0, START
     for token in tokens:
@@ -64,7 +64,7 @@ def test_beam_scores_are_the_true_log_probabilities_and_beat_greedy(kind):
     decoder = _decoder(kind, seed=3)
     grid = torch.randn(4, P, D)
     with torch.no_grad():
-        memory = decoder.prepare(grid)
+        memory, _ = decoder.prepare(grid)
         greedy = greedy_search(decoder.step, decoder.init_state(memory), memory, START, END, max_len=10)
         beam = beam_search(decoder.step, decoder.init_state(memory), memory, START, END, max_len=10, beam_size=4)
         for b in range(4):
@@ -79,7 +79,7 @@ def test_length_penalty_favours_longer_captions():
     decoder = _decoder("attention", seed=4)
     grid = torch.randn(6, P, D)
     with torch.no_grad():
-        memory = decoder.prepare(grid)
+        memory, _ = decoder.prepare(grid)
         plain = beam_search(decoder.step, decoder.init_state(memory), memory, START, END, 20, beam_size=5, length_penalty=0.0)
         long = beam_search(decoder.step, decoder.init_state(memory), memory, START, END, 20, beam_size=5, length_penalty=2.0)
     assert sum(len(h.tokens) for h in long) >= sum(len(h.tokens) for h in plain)
@@ -96,7 +96,7 @@ class _EndsNearTarget:
 
     def __init__(self, decoder, grid, targets):
         self.decoder, self.rows = decoder, 0
-        self.memory = (*decoder.prepare(grid), targets.float())
+        self.memory = (*decoder.prepare(grid)[0], targets.float())
 
     def init_state(self):
         return (*self.decoder.init_state(self.memory[:-1]), torch.zeros(self.memory[0].shape[0]))
@@ -162,7 +162,7 @@ def test_attention_lstm_with_precomputed_image_gates_is_the_lstm_cell_it_replace
     grid = torch.randn(3, P, D)
     h_lang, h_att, c_att = torch.randn(3, 24), torch.randn(3, 24), torch.randn(3, 24)
     with torch.no_grad():
-        memory = decoder.prepare(grid)
+        memory, _ = decoder.prepare(grid)
         words = decoder.embed(torch.tensor([4, 7, 9]))
         mean_image = decoder.feature_proj(grid).mean(1)
         expected = decoder.attention_lstm(torch.cat([h_lang, mean_image, words], 1), (h_att, c_att))
@@ -189,20 +189,27 @@ def _pairs(hypotheses):
     return {(a, b) for h in hypotheses for a, b in zip([START, *h.tokens], h.tokens)}
 
 
+def _vocab():
+    from streamcap.model.vocab import Vocabulary
+
+    # Index 5 is a determiner and 6 a preposition, so the vocabulary's own rules apply to them.
+    return Vocabulary(["<pad>", "startseq", "endseq", "w3", "w4", "a", "in", *[f"w{i}" for i in range(7, V)]])
+
+
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_banned_words_never_follow_their_trigger_in_any_search(beam_size):
-    from streamcap.model.vocab import BannedAfter
+    from streamcap.model.grounding import GroundingOptions, StepRules
 
     determiner, preposition = 5, 6
-    rules: BannedAfter = ((frozenset({determiner, preposition}), frozenset({END})), (frozenset({determiner}), frozenset({preposition})))
+    rules = StepRules(_vocab(), options=GroundingOptions(block_repeated_trigrams=False))
     decoder = _decoder("attention", seed=11)
     step = _Favours(decoder, determiner, preposition)
     grid = torch.randn(16, P, D)
     with torch.no_grad():
-        memory = decoder.prepare(grid)
+        memory, _ = decoder.prepare(grid)
         search = (lambda **kw: greedy_search(step, decoder.init_state(memory), memory, START, END, 12, **kw)) if beam_size == 1 else \
             (lambda **kw: beam_search(step, decoder.init_state(memory), memory, START, END, 12, beam_size=beam_size, **kw))
-        free, ruled = search(), search(banned_after=rules)
+        free, ruled = search(), search(rules=rules)
     # unruled, the decoder says "determiner preposition" and stops right there
     assert all(h.tokens == [determiner, preposition, END] for h in free)
     # with the rules it never puts a preposition after a determiner nor ends on either, and still finishes

@@ -48,7 +48,8 @@ def test_every_graph_runs_in_onnxruntime_at_batch(exported, batch):
     rng = np.random.default_rng(batch)
     # when a batch flows encoder -> prepare -> step
     (grid,) = sessions["encoder"].run(None, {"images": rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)})
-    memory = sessions["prepare"].run(None, {"grid": grid})
+    prepared = dict(zip([o.name for o in sessions["prepare"].get_outputs()], sessions["prepare"].run(None, {"grid": grid})))
+    memory = [prepared[f"memory{i}"] for i in range(len(meta["memory_shapes"]))]
     feeds = {"tokens": np.full(batch, 2, dtype=np.int32)}
     feeds.update({f"state{i}": np.zeros((batch, *s), np.float32) for i, s in enumerate(meta["state_shapes"])})
     feeds.update({f"memory{i}": m for i, m in enumerate(memory)})
@@ -59,6 +60,12 @@ def test_every_graph_runs_in_onnxruntime_at_batch(exported, batch):
     assert [s.shape for s in state] == [(batch, *s) for s in meta["state_shapes"]]
     assert logprobs.shape == (batch, meta["vocab_size"])
     np.testing.assert_allclose(np.exp(logprobs).sum(1), 1.0, atol=1e-4)
+    # and a model with a concept head says so, with one probability per concept
+    if meta["concepts"]:
+        concepts = prepared["concepts"]
+        assert concepts.shape == (batch, len(meta["concepts"])) and ((concepts >= 0) & (concepts <= 1)).all()
+    else:
+        assert "concepts" not in prepared
 
 
 def test_graph_with_an_op_outside_the_allow_list_is_refused(exported):
@@ -81,15 +88,17 @@ def test_graph_without_a_dynamic_batch_is_refused(tmp_path):
 def test_export_is_cached_by_model_hash_and_redone_when_the_checkpoint_changes(tmp_path, shared_data):
     # given a checkpoint exported once
     checkpoint = make_checkpoint(tmp_path, "merge", shared_data, seed=1)
-    first = cached_export(checkpoint)
+    cache = tmp_path / "cache"
+    first = cached_export(checkpoint, cache_dir=cache)
     stamp = first.path("step").stat().st_mtime_ns
-    # when asked again, then the same files are reused untouched
-    again = cached_export(checkpoint)
-    assert again.dir == first.dir == tmp_path / "merge-onnx"
+    # when asked again, then the same files are reused untouched, in the cache, never beside the checkpoint
+    again = cached_export(checkpoint, cache_dir=cache)
+    assert again.dir == first.dir == cache / "onnx" / first.model_hash
     assert again.path("step").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "merge.pt"]
     # when the checkpoint changes, then the hash changes and the export is redone
     make_checkpoint(tmp_path, "merge", shared_data, seed=2)
-    redone = cached_export(checkpoint)
+    redone = cached_export(checkpoint, cache_dir=cache)
     assert redone.model_hash == model_hash(checkpoint, "efficientnet_lite0") != first.model_hash
     assert json.loads((redone.dir / "export.json").read_text())["model_hash"] == redone.model_hash
 

@@ -1,10 +1,14 @@
 """A tiny model trained by `streamcap train` learns a handful of real images by heart."""
 import json
+import shutil
+
+import torch
 
 import pytest
 
 from streamcap.__main__ import main
-from streamcap.model.captioner import Captioner
+from streamcap.backends.select import load_captioner
+from streamcap.model.checkpoint import load_checkpoint
 from streamcap.model.images import read_image
 from streamcap.model.vocab import clean_caption
 
@@ -39,7 +43,7 @@ def test_tiny_model_reproduces_its_training_captions(tiny_corpus, tmp_path, deco
     ])
     assert status == 0
     # when it captions those images from their files
-    captioner = Captioner.load(out)
+    captioner = load_captioner(out, backend="torch-cpu")
     frames = [read_image(root / "Images" / image_id) for image_id in expected]
     captions = captioner.caption(frames)
     # then it says back what it was taught
@@ -59,13 +63,49 @@ def _tiny_args(root, out, tmp_path, *extra):
 def test_resume_continues_where_training_stopped_and_scst_runs_after(tiny_corpus, tmp_path):
     root, _ = tiny_corpus
     out = tmp_path / "run" / "m.pt"
-    # given a run stopped after 3 epochs
-    assert main(_tiny_args(root, out, tmp_path, "--epochs", "3")) == 0
-    # when resumed to 5 epochs and followed by 2 epochs of self-critical training
     last = out.parent / "m.last.pt"
-    assert main(_tiny_args(root, out, tmp_path, "--epochs", "5", "--resume", str(last), "--scst-epochs", "2",
-                           "--scst-batch-images", "3", "--scst-lr", "0.001")) == 0
-    # then the history shows epochs 0-4 once each, then the SCST epochs with their CIDEr-D reward
+    # given a run stopped after 3 epochs, then resumed to 5
+    assert main(_tiny_args(root, out, tmp_path, "--epochs", "3")) == 0
+    assert main(_tiny_args(root, out, tmp_path, "--epochs", "5", "--resume", str(last))) == 0
+    shutil.copy(last, tmp_path / "after_xe.pt")
+    # when resumed with 2 epochs of self-critical training, then once more to 3
+    scst = ("--scst-batch-images", "3", "--scst-lr", "0.001")
+    assert main(_tiny_args(root, out, tmp_path, "--epochs", "5", "--resume", str(last), "--scst-epochs", "2", *scst)) == 0
+    assert main(_tiny_args(root, out, tmp_path, "--epochs", "5", "--resume", str(last), "--scst-epochs", "3", *scst)) == 0
+    # then the history shows each epoch once: cross-entropy 0-4, then SCST 0-2, the last one after a resume
     history = json.loads((out.parent / "m.pt.history.json").read_text())
-    assert [(h["phase"], h["epoch"]) for h in history] == [("xe", e) for e in range(5)] + [("scst", 0), ("scst", 1)]
-    assert all(h["reward"] >= 0 for h in history if h["phase"] == "scst")
+    assert [(h["phase"], h["epoch"]) for h in history] == [("xe", e) for e in range(5)] + [("scst", e) for e in range(3)]
+    # rewards are CIDEr-D values, and the policy gradient really moved the weights
+    assert all(0.0 <= h["reward"] <= 10.0 for h in history if h["phase"] == "scst")
+    before, after = load_checkpoint(tmp_path / "after_xe.pt")[1], load_checkpoint(last)[1]
+    assert not torch.equal(before.head.weight, after.head.weight)
+
+
+def test_scst_runs_straight_from_a_warm_start(tiny_corpus, tmp_path):
+    root, _ = tiny_corpus
+    first = tmp_path / "a" / "m.pt"
+    assert main(_tiny_args(root, first, tmp_path, "--epochs", "2")) == 0
+    # when a new run has no cross-entropy epochs, only --init-from and SCST
+    out = tmp_path / "b" / "m.pt"
+    assert main(_tiny_args(root, out, tmp_path, "--epochs", "0", "--init-from", str(first), "--scst-epochs", "1",
+                           "--scst-batch-images", "3")) == 0
+    # then it trained one SCST epoch from the warm start and wrote a model
+    history = json.loads((out.parent / "m.pt.history.json").read_text())
+    assert [(h["phase"], h["epoch"]) for h in history] == [("scst", 0)]
+    assert load_checkpoint(out)[0].vocab.words == load_checkpoint(first)[0].vocab.words
+
+
+def test_a_model_with_a_concept_head_trains_and_reports_its_concepts(tiny_corpus, tmp_path):
+    root, _ = tiny_corpus
+    out = tmp_path / "c" / "m.pt"
+    # when trained with --concepts (six images: too few to hold folds out, so the head predicts its own)
+    assert main(_tiny_args(root, out, tmp_path, "--epochs", "2", "--concepts", "true", "--concept-epochs", "2")) == 0
+    # then the checkpoint carries a calibrated head and every description has one probability per concept
+    spec, decoder, _ = load_checkpoint(out)
+    assert spec.concept_names == ("person", "vehicle", "animal", "fire") and decoder.concept_head is not None
+    captioner = load_captioner(out, backend="torch-cpu")
+    described = captioner.describe([read_image(p) for p in sorted((root / "Images").iterdir())[:3]])
+    assert [sorted(d.concepts) for d in described] == [sorted(spec.concept_names)] * 3
+    assert all(0.0 <= p <= 1.0 for d in described for p in d.concepts.values())
+    # and a second run reuses the trained head instead of training it again
+    assert (out.parent / "m.concepts.pt").is_file()

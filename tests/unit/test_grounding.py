@@ -1,0 +1,133 @@
+"""Grounded decoding: ruled-out concepts are never said, sure ones are named, no phrase repeats."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from streamcap.model.decoder import DecoderConfig, build_decoder
+from streamcap.model.grounding import GroundingOptions, StepRules
+from streamcap.model.search import beam_search, greedy_search
+from streamcap.model.vocab import Vocabulary
+
+WORDS = ["<pad>", "startseq", "endseq", "a", "man", "woman", "car", "truck", "on", "the", "road", "is", "wearing", "red", "helmet",
+         "dog", "street", "walking", "parked", "empty"]
+VOCAB = Vocabulary(WORDS)
+IDX = VOCAB.index
+CONCEPTS = ("person", "vehicle", "animal", "fire")
+P, D = 9, 32
+
+
+def _decoder(seed=0):
+    torch.manual_seed(seed)
+    config = DecoderConfig(kind="attention", vocab_size=len(VOCAB), feature_dim=D, embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.0)
+    return build_decoder(config).eval()
+
+
+class _Wants:
+    """A real decoder pushed towards some words and towards ending early: what grounding must overrule."""
+
+    def __init__(self, decoder, favoured: dict[str, float], end_bonus: float = 0.0):
+        self.decoder, self.favoured, self.end_bonus = decoder, favoured, end_bonus
+
+    def __call__(self, tokens, state, memory):
+        logprobs, state = self.decoder.step(tokens, state, memory)
+        logits = logprobs.clone()
+        for word, bonus in self.favoured.items():
+            logits[:, IDX[word]] += bonus
+        logits[tokens != VOCAB.start_index, VOCAB.end_index] += self.end_bonus
+        return torch.log_softmax(logits, -1), state
+
+
+def _search(beam_size, step, decoder, grid, rules):
+    memory, _ = decoder.prepare(grid)
+    state = decoder.init_state(memory)
+    if beam_size == 1:
+        return greedy_search(step, state, memory, VOCAB.start_index, VOCAB.end_index, 20, rules)
+    return beam_search(step, state, memory, VOCAB.start_index, VOCAB.end_index, 20, beam_size=beam_size, rules=rules)
+
+
+def _words(hypothesis):
+    return VOCAB.decode(hypothesis.tokens).split()
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_ruled_out_concept_is_never_said(beam_size):
+    # given a decoder that loves to say "man" and "woman", and a head sure nobody is there on half the images
+    decoder = _decoder(1)
+    step = _Wants(decoder, {"man": 12.0, "woman": 11.0})
+    grid = torch.randn(6, P, D)
+    probs = torch.tensor([[0.02, 0.9, 0.0, 0.0]] * 3 + [[0.97, 0.9, 0.0, 0.0]] * 3)  # (B, C)
+    options = GroundingOptions(ban_below=0.1)
+    with torch.no_grad():
+        free = _search(beam_size, step, decoder, grid, StepRules(VOCAB))
+        grounded = _search(beam_size, step, decoder, grid, StepRules(VOCAB, CONCEPTS, probs, options))
+    person = {"man", "woman"}
+    assert all(person & set(_words(h)) for h in free), "the test needs a decoder that says person words"
+    # then the images without a person never get a person word; the others still do
+    assert all(not person & set(_words(h)) for h in grounded[:3])
+    assert all(person & set(_words(h)) for h in grounded[3:])
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_sure_concept_is_named_before_the_caption_ends(beam_size):
+    # given a decoder that wants to stop at once and rarely says "car"
+    decoder = _decoder(2)
+    step = _Wants(decoder, {"car": 2.0, "road": 2.0}, end_bonus=8.0)
+    grid = torch.randn(5, P, D)
+    probs = torch.tensor([[0.5, 0.95, 0.0, 0.0]] * 5)
+    with torch.no_grad():
+        free = _search(beam_size, step, decoder, grid, StepRules(VOCAB))
+        grounded = _search(beam_size, step, decoder, grid, StepRules(VOCAB, CONCEPTS, probs, GroundingOptions(require_above=0.9)))
+    vehicle = {"car", "truck"}
+    assert not all(vehicle & set(_words(h)) for h in free), "the test needs a decoder that leaves the car out"
+    assert all(vehicle & set(_words(h)) for h in grounded)
+    assert all(h.tokens[-1] == VOCAB.end_index for h in grounded)
+
+
+def test_a_requirement_gives_up_after_its_word_budget():
+    decoder = _decoder(3)
+    # never says a vehicle word at all: "car" and "truck" are pushed far down
+    step = _Wants(decoder, {"car": -50.0, "truck": -50.0}, end_bonus=8.0)
+    probs = torch.tensor([[0.5, 0.99, 0.0, 0.0]])
+    rules = StepRules(VOCAB, CONCEPTS, probs, GroundingOptions(require_above=0.9, require_within=6))
+    with torch.no_grad():
+        (hypothesis,) = _search(1, step, decoder, torch.randn(1, P, D), rules)
+    # then the caption still ends, soon after the budget, instead of running to max_len (20)
+    assert hypothesis.tokens[-1] == VOCAB.end_index and len(hypothesis.tokens) <= 10
+    assert VOCAB.start_index not in hypothesis.tokens and 0 not in hypothesis.tokens
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_no_trigram_is_said_twice(beam_size):
+    # given a decoder that would loop "is wearing a red helmet is wearing a red helmet ..."
+    loop = ["is", "wearing", "a", "red", "helmet"]
+
+    class Loops:
+        def __init__(self, decoder):
+            self.decoder = decoder
+
+        def __call__(self, tokens, state, memory):
+            logprobs, state = self.decoder.step(tokens, state, memory)
+            logits = logprobs.clone()
+            for previous, following in zip(["startseq", *loop], loop + ["is"]):
+                logits[tokens == IDX[previous], IDX[following]] += 20.0
+            logits[:, VOCAB.end_index] -= 5.0
+            return torch.log_softmax(logits, -1), state
+
+    decoder = _decoder(4)
+    with torch.no_grad():
+        free = _search(beam_size, Loops(decoder), decoder, torch.randn(3, P, D), StepRules(VOCAB, options=GroundingOptions(block_repeated_trigrams=False)))
+        blocked = _search(beam_size, Loops(decoder), decoder, torch.randn(3, P, D), StepRules(VOCAB))
+
+    def trigrams(words):
+        return [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+
+    assert any(len(set(trigrams(_words(h)))) < len(trigrams(_words(h))) for h in free), "the test needs a looping decoder"
+    for h in blocked:
+        grams = trigrams(_words(h))
+        assert len(set(grams)) == len(grams), _words(h)
+
+
+def test_without_concepts_only_the_word_rules_apply():
+    rules = StepRules(VOCAB, CONCEPTS, None, GroundingOptions(ban_below=0.5, require_above=0.5))
+    assert rules.ban_mask is None and rules.required is None
