@@ -21,6 +21,7 @@ from streamcap.publish.console import ConsolePublisher
 from streamcap.publish.mqtt import MqttPublisher
 from streamcap.publish.mqtt_settings import MqttSettings
 from streamcap.rules.watch import build_rules
+from streamcap.snapshots import SnapshotStore
 
 log = logging.getLogger("streamcap.app")
 
@@ -55,7 +56,10 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None) -> App:
             precision=m.precision, max_batch=m.max_batch, encoder_weights=m.encoder_weights,
         )
     hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put)
-    engine, watcher = build_rules(config)
+    snapshots = SnapshotStore()
+    spec = getattr(captioner, "spec", None)
+    concepts = spec.concept_names if spec is not None else None
+    engine, watcher = build_rules(config, known_concepts=concepts, snapshots=snapshots.jpeg)
 
     publishers = []
     if config.outputs.console or config.outputs.jsonl:
@@ -65,7 +69,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None) -> App:
         publishers.append(MqttPublisher(settings, metrics=metrics, on_status=status_events.put))
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
-    pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events)
+    pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events, snapshots=snapshots)
     http = MetricsServer(metrics, config.http.host, config.http.port) if config.http.enabled else None
     log.info(
         "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",

@@ -5,6 +5,10 @@ CameraSource -Frame-> FrameSampler -Frame-> Batcher -FrameBatch-> captioner
 publishers. Status changes travel on a side channel as StatusEvent, never back
 up the pipe. Every message carries the camera, the frame id, the wall-clock
 capture time and a monotonic timestamp so latency can be measured at each hop.
+
+Captions do not carry their frame: a snapshot is cut from the bounded
+`SnapshotStore` by (camera, frame id) only when an alarm needs one, so a
+backlog of captions never holds a backlog of full-resolution frames.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ class Caption:
     text: str
     model: str
     captioned_mono: float  # when the caption left the model
-    frame: Frame | None = field(default=None, repr=False, compare=False)  # for snapshots
+    concepts: dict[str, float] = field(default_factory=dict)  # concept head probabilities; empty without a head
 
 
 class Severity(StrEnum):
@@ -46,16 +50,37 @@ class Severity(StrEnum):
     detection = "detection"
 
 
+class AlarmType(StrEnum):
+    new = "new"  # a rule started matching on a camera
+    update = "update"  # still matching, with a better caption or snapshot
+    end = "end"  # has not matched for the rule's clear_after
+
+
 @dataclass(frozen=True)
 class Alarm:
-    alarm_id: str  # unique and stable: "<rule>-<camera>-<unix ms>"
+    """One message of an alarm's lifecycle: new, then updates, then end, all with the same id."""
+
+    alarm_id: str  # the event, stable over its lifecycle: "<rule>-<camera>-<start unix ms>"
     rule_id: str
     severity: Severity
     camera_id: str
-    caption: str
-    captured_at: float
-    raised_at: float
+    caption: str  # the caption this message shows (the best so far for update and end)
+    captured_at: float  # when that caption's frame was taken
+    raised_at: float  # wall clock when this message was made
+    type: AlarmType = AlarmType.new
+    seq: int = 0  # 0 for new, then 1, 2, ...: (alarm_id, seq) names one message, for de-duplication
+    start_time: float | None = None  # capture time of the first matching caption (default: captured_at)
+    end_time: float | None = None  # capture time of the last matching caption; set on end
+    concepts: dict[str, float] = field(default_factory=dict)
     snapshot_jpeg: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.start_time is None:
+            object.__setattr__(self, "start_time", self.captured_at)
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.alarm_id}:{self.seq}"
 
 
 class CameraState(StrEnum):

@@ -5,18 +5,22 @@
 
 - Readers (one per camera) keep only each camera's newest sampled frame; the
   batcher hands the inference thread a batch across cameras.
-- The inference thread is the only one that runs the model.
-- The dispatch thread publishes captions, runs the rules, publishes alarms,
+- The inference thread is the only one that runs the model. It puts each
+  captioned frame in the bounded SnapshotStore; captions carry only its id.
+- The dispatch thread publishes captions, runs the rules, publishes alarms
+  (new, update, end; `tick` ends alarms of cameras that went quiet),
   turns status events into metrics and camera-state messages and polls the
   rule files for changes. Publishers never raise into it.
 - The caption queue is bounded: when dispatch falls behind, the oldest
   caption is dropped and counted (alarms are raised from the captions that
   remain, so a backlog delays alarms rather than growing memory without end).
 
-`stop()` is the only place threads are joined: readers first (so nothing new
+`stop()` is the only place threads are joined: the stop event first (so the
+inference loop stops asking for batches), readers next (so nothing new
 arrives), then the inference thread finishes its batch and puts the end
-sentinel, then dispatch drains the queue up to it, then publishers close
-(offline status out, spool flushed as far as the broker allows).
+sentinel, then dispatch drains the queue up to it and ends the alarms in
+progress, then publishers close (stopped status out, spool flushed as far as
+the broker allows).
 """
 from __future__ import annotations
 
@@ -27,11 +31,12 @@ import time
 from typing import Callable
 
 from streamcap.capture.hub import CaptureHub
-from streamcap.messages import Caption, StatusEvent
+from streamcap.messages import AlarmType, Caption, StatusEvent
 from streamcap.metrics import Metrics
 from streamcap.publish.base import PublisherSet
 from streamcap.rules.engine import RuleEngine
 from streamcap.rules.watch import RuleWatcher
+from streamcap.snapshots import SnapshotStore
 
 log = logging.getLogger("streamcap.pipeline")
 
@@ -50,16 +55,16 @@ class Pipeline:
         status_events: "queue.SimpleQueue[StatusEvent]",
         max_pending_captions: int = 256,
         on_stopped: Callable[[], None] | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.hub, self.captioner, self.rules, self.rule_watcher = hub, captioner, rules, rule_watcher
+        self.snapshots = snapshots if snapshots is not None else SnapshotStore()
         self.publishers, self.metrics, self.status_events = publishers, metrics, status_events
         self.stop_event = threading.Event()
         self._captions: queue.Queue = queue.Queue(maxsize=max_pending_captions)
         self._inference = threading.Thread(target=self._run_inference, name="inference", daemon=True)
         self._dispatch = threading.Thread(target=self._run_dispatch, name="dispatch", daemon=True)
         self._on_stopped = on_stopped
-        self.captions_dropped = 0
-        self.alarms_raised = 0
         self._frames_counted: dict[str, int] = {}
         self._next_stats_sync = 0.0
 
@@ -79,16 +84,18 @@ class Pipeline:
                 frames = batch.frames
                 self.metrics.batch_size.observe(len(frames))
                 try:
-                    texts = self.captioner.caption([f.image for f in frames])
+                    descriptions = self.captioner.describe([f.image for f in frames])
                 except Exception:  # noqa: BLE001 - a model failure must not kill the box
                     log.exception("captioning a batch of %d frames failed; skipped", len(frames))
                     self.metrics.drops.labels("inference", "model_error").inc(len(frames))
                     continue
                 done = time.monotonic()
-                for frame, text in zip(frames, texts):
+                for frame, description in zip(frames, descriptions):
+                    self.snapshots.put(frame)
                     caption = Caption(
                         camera_id=frame.camera_id, frame_id=frame.frame_id, captured_at=frame.captured_at,
-                        t_mono=frame.t_mono, text=text, model=self.captioner.model_name, captioned_mono=done, frame=frame,
+                        t_mono=frame.t_mono, text=description.text, model=self.captioner.model_name, captioned_mono=done,
+                        concepts=description.concepts,
                     )
                     self.metrics.frames_captioned.labels(frame.camera_id).inc()
                     self.metrics.latency_seconds.labels("capture_to_caption").observe(done - frame.t_mono)
@@ -104,7 +111,6 @@ class Pipeline:
             except queue.Full:
                 try:
                     self._captions.get_nowait()  # DROP_OLDEST: the newest caption is the most useful
-                    self.captions_dropped += 1
                     self.metrics.drops.labels("dispatch", "backlog").inc()
                 except queue.Empty:
                     pass
@@ -128,11 +134,13 @@ class Pipeline:
                     self.rule_watcher.poll()
                 except Exception:  # noqa: BLE001 - a reload problem keeps the old rules
                     log.exception("rules: reload failed; keeping the rules in force")
+            self._publish_alarms(self._run_rules(self.rules.tick))
             try:
                 item = self._captions.get(timeout=0.25)
             except queue.Empty:
                 continue
             if item is _END:
+                self._publish_alarms(self._run_rules(self.rules.end_all))
                 self._drain_status()
                 return
             self._dispatch_caption(item)
@@ -140,14 +148,19 @@ class Pipeline:
     def _dispatch_caption(self, caption: Caption) -> None:
         self.publishers.publish_caption(caption)
         self.metrics.latency_seconds.labels("caption_to_publish").observe(time.monotonic() - caption.captioned_mono)
+        self._publish_alarms(self._run_rules(lambda: self.rules.process(caption), caption.camera_id))
+
+    def _run_rules(self, call: Callable[[], list], camera_id: str = "") -> list:
         try:
-            alarms = self.rules.process(caption)
+            return call()
         except Exception:  # noqa: BLE001 - one bad rule evaluation must not stop the rest
-            log.exception("rules: evaluating a caption of camera %s failed", caption.camera_id)
-            return
+            log.exception("rules: evaluation failed%s", f" on a caption of camera {camera_id}" if camera_id else "")
+            return []
+
+    def _publish_alarms(self, alarms: list) -> None:
         for alarm in alarms:
-            self.alarms_raised += 1
-            self.metrics.alarms_raised.labels(alarm.camera_id, alarm.rule_id).inc()
+            if alarm.type == AlarmType.new:
+                self.metrics.alarms_raised.labels(alarm.camera_id, alarm.rule_id).inc()
             self.publishers.publish_alarm(alarm)
 
     def _drain_status(self) -> None:
@@ -179,8 +192,8 @@ class Pipeline:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop readers, finish the last batch, drain captions, close publishers; join everything."""
         deadline = time.monotonic() + timeout_s
+        self.stop_event.set()  # first: the inference loop must not spin on a closed batcher while readers join
         self.hub.stop()  # joins every reader before releasing its capture
-        self.stop_event.set()
         self._inference.join(max(0.1, deadline - time.monotonic()))
         self._dispatch.join(max(0.1, deadline - time.monotonic()))
         for thread in (self._inference, self._dispatch):

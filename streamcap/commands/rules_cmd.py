@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
     check = sub.add_parser("check", help="validate rule files; exit 0 if all load, 2 if not")
     check.add_argument("files", nargs="+", help="rule files or globs")
-    check.add_argument("--config", help="config file: also check that the rules' cameras exist")
+    check.add_argument("--config", help="config file: also check that the rules' cameras exist (and use its model)")
+    check.add_argument("--model", help="checkpoint whose concepts `concept:` conditions may use (default: the config's, else the shipped model)")
     check.set_defaults(func=run_check)
     test = sub.add_parser("test", help="which rules a caption would fire, and why (exit 0 if any fires, 1 if none)")
     test.add_argument("files", nargs="+", help="rule files or globs")
@@ -25,14 +26,40 @@ def register(subparsers) -> None:
     test.add_argument("--at", help="capture time, ISO 8601 (2026-11-25T23:00); naive times are in --timezone. Default: now")
     test.add_argument("--timezone", help="time zone for schedules and --at (default: the config's, else UTC)")
     test.add_argument("--config", help="config file: its timezone and cameras are used")
+    test.add_argument("--concepts", default="", help='concept probabilities of the caption, e.g. "person=0.92,vehicle=0.05"')
     test.set_defaults(func=run_test)
 
 
-def _config_facts(path: str | None) -> tuple[list[str] | None, str]:
+def _config_facts(path: str | None) -> tuple[list[str] | None, str, str | None]:
+    """(camera ids or None, time zone, model path or None) from a config file."""
     if path is None:
-        return None, "UTC"
+        return None, "UTC", None
     config = load_config(path)
-    return list(config.cameras), config.timezone
+    return list(config.cameras), config.timezone, str(config.model.path) if config.model.path else None
+
+
+def model_concepts(model_path: str | None) -> tuple[str, ...] | None:
+    """The concepts a checkpoint's head predicts, () without a head, None if it cannot be read."""
+    from streamcap.model.checkpoint import DEFAULT_MODEL, CheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(model_path or DEFAULT_MODEL)[0].concept_names
+    except CheckpointError as exc:
+        print(f"warning: {exc}; concept conditions are not checked", file=sys.stderr)
+        return None
+
+
+def parse_concepts(text: str) -> dict[str, float]:
+    concepts = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            concepts[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--concepts {part!r}: write name=probability, e.g. person=0.9") from None
+        if not sep or not 0.0 <= concepts[name.strip()] <= 1.0:
+            raise ValueError(f"--concepts {part!r}: write name=probability with a probability from 0 to 1")
+    return concepts
 
 
 def _print_problems(problems: list[str]) -> None:
@@ -42,11 +69,11 @@ def _print_problems(problems: list[str]) -> None:
 
 def run_check(args) -> int:
     try:
-        cameras, _ = _config_facts(args.config)
+        cameras, _, model = _config_facts(args.config)
     except ConfigError as exc:
         _print_problems(exc.problems)
         return 2
-    rules, errors = load_rules(args.files, cameras)
+    rules, errors = load_rules(args.files, cameras, model_concepts(args.model or model))
     if errors:
         _print_problems(errors)
         print(f"{len(errors)} problem(s); files with problems would be skipped", file=sys.stderr)
@@ -69,7 +96,7 @@ def parse_at(text: str | None, timezone: str) -> float:
 
 def run_test(args) -> int:
     try:
-        cameras, timezone = _config_facts(args.config)
+        cameras, timezone, _ = _config_facts(args.config)
     except ConfigError as exc:
         _print_problems(exc.problems)
         return 2
@@ -77,6 +104,7 @@ def run_test(args) -> int:
     try:
         zoneinfo.ZoneInfo(timezone)
         at = parse_at(args.at, timezone)
+        concepts = parse_concepts(args.concepts)
     except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -86,7 +114,7 @@ def run_test(args) -> int:
         return 2
     fired = 0
     for rule in rules:
-        fires, reasons = explain(rule, args.camera, args.caption, at, timezone)
+        fires, reasons = explain(rule, args.camera, args.caption, at, timezone, concepts)
         fired += fires
         print(f"{rule.id}: {'FIRES (' + rule.severity.value + ')' if fires else 'no'}")
         for reason in reasons:

@@ -30,6 +30,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Strea
         raise ConfigError([f"{doc.path}:1:1: the config must be a mapping of sections (cameras:, mqtt:, ...), not a {type(data).__name__}"])
     base_dir = Path(os.path.abspath(path)).parent
     try:
-        return StreamcapConfig.model_validate(data, context={"base_dir": base_dir})
+        config = StreamcapConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(format_pydantic_errors(doc, exc.errors())) from None
+    config._document = doc
+    return config

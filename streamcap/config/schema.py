@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -290,6 +291,16 @@ class StreamcapConfig(StrictModel):
     mqtt: MqttConfig | None = Field(default=None, description="MQTT broker; omit to run without one.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Local outputs (console, JSON lines).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    _document: Any = PrivateAttr(default=None)  # the YamlDocument it was loaded from, for positions in later errors
+
+    def __eq__(self, other: object) -> bool:  # where a config came from is not part of what it says
+        return isinstance(other, StreamcapConfig) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def where(self, loc: tuple) -> str:
+        """`file:line:col` of a config value, for errors found after loading; "" for a config built in code."""
+        return self._document.where(loc) if self._document is not None else ""
 
     @property
     def enabled_cameras(self) -> dict[str, CameraConfig]:

@@ -4,11 +4,18 @@ Shared by the config and rule loaders so both report problems the same way,
 like a compiler: `file:line:col: dotted.path: message` (1-based; PyYAML marks
 are 0-based). `${VAR}` and `${VAR:-default}` are substituted in string values
 before construction, so a missing variable can be reported at its own line.
+
+Hostile files get the same one-line errors, fast: only regular files up to
+MAX_BYTES are read (never /dev/zero, never a FIFO), nesting deeper than
+MAX_DEPTH, documents that expand to more than MAX_NODES values through
+aliases ("billion laughs"), control characters and integers longer than
+MAX_INT_DIGITS are refused before anything is built from them.
 """
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from streamcap.util.redact import redact_url
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_INT_TAG = "tag:yaml.org,2002:int"
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 40
+MAX_NODES = 100_000
+MAX_INT_DIGITS = 30
 # $${X} is a literal ${X}; ${X} and ${X:-default} are substituted.
 _ENV_RE = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -90,38 +102,107 @@ def format_pydantic_errors(doc: YamlDocument, errors: list[dict], prefix: Iterab
     return problems
 
 
-def read_yaml(path: str | Path, env: Mapping[str, str] | None = None, substitute_env: bool = True) -> YamlDocument:
-    """Parse `path` keeping positions; raises YamlLoadError listing every problem found."""
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    """The text of a regular file of at most MAX_BYTES; YamlLoadError (one line) for anything else."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise YamlLoadError([f"{name}:1:1: cannot read file: {exc.strerror if isinstance(exc, OSError) else exc}"]) from None
-    return parse_yaml(text, name, env=env, substitute_env=substitute_env)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise YamlLoadError([f"{name}:1:1: cannot read {what}: {exc.strerror}"]) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise YamlLoadError([f"{name}:1:1: not a regular file (a device, pipe or folder); give the path of a YAML {what}"])
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > MAX_BYTES:
+            raise YamlLoadError([f"{name}:1:1: {st.st_size} bytes is too big for a {what} (at most {MAX_BYTES})"])
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise YamlLoadError([f"{name}:1:1: too big for a {what} (at most {MAX_BYTES} bytes)"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise YamlLoadError([f"{name}:{line}:1: not UTF-8 text (byte {exc.start}); save the {what} as UTF-8"]) from None
+
+
+def read_yaml(path: str | Path, env: Mapping[str, str] | None = None, substitute_env: bool = True, what: str = "file") -> YamlDocument:
+    """Parse `path` keeping positions; raises YamlLoadError listing every problem found."""
+    return parse_yaml(read_text_file(path, what), str(path), env=env, substitute_env=substitute_env)
 
 
 def parse_yaml(text: str, name: str, env: Mapping[str, str] | None = None, substitute_env: bool = True) -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        _check_shape(text, name)
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
         problems: list[str] = []
         if root is not None:
+            _check_size(root, name)
             _check_duplicate_keys(root, name, problems, set())
             if substitute_env:
                 _substitute(root, os.environ if env is None else env, name, problems, set())
+        data = loader.construct_document(root) if root is not None and not problems else None
         if problems:
             raise YamlLoadError(problems)
-        data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
         raise YamlLoadError([f"{name}:{line}:{col}: invalid YAML: {problem}"]) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YamlLoadError([f"{name}:{line}:1: invalid YAML: control character #x{char:02x} is not allowed; remove it"]) from None
     except yaml.YAMLError as exc:
-        raise YamlLoadError([f"{name}:1:1: invalid YAML: {exc}"]) from None
+        raise YamlLoadError([f"{name}:1:1: invalid YAML: {str(exc).splitlines()[0]}"]) from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # a value PyYAML cannot build (checked above; a last guard)
+        raise YamlLoadError([f"{name}:1:1: invalid YAML: {type(exc).__name__}"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return YamlDocument(name, root, data)
+
+
+def _check_shape(text: str, name: str) -> None:
+    """Depth, via PyYAML's event stream (flat, unlike its recursive composer), before any node is built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise YamlLoadError([f"{name}:{mark.line + 1}:{mark.column + 1}: nested deeper than {MAX_DEPTH} levels; "
+                                     "a config or rule file never needs that"])
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.ScalarEvent) and event.implicit[0] and len(event.value) > MAX_INT_DIGITS:
+            if event.value.lstrip("+-").replace("_", "").isdigit():
+                mark = event.start_mark
+                raise YamlLoadError([f"{name}:{mark.line + 1}:{mark.column + 1}: number with more than {MAX_INT_DIGITS} digits"])
+
+
+def _check_size(root: Node, name: str) -> None:
+    """Values the document stands for once aliases are expanded (what validation would walk)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Node) -> int:
+        if id(node) in open_nodes:
+            mark = node.start_mark
+            raise YamlLoadError([f"{name}:{mark.line + 1}:{mark.column + 1}: an alias (*) refers to the value that contains it"])
+        if id(node) in sizes:
+            return sizes[id(node)]
+        open_nodes.add(id(node))
+        total = 1 + sum(size(child) for child in _children(node))
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    if size(root) > MAX_NODES:
+        raise YamlLoadError([f"{name}:1:1: the document expands to more than {MAX_NODES} values through aliases (&/*); write it out plainly"])
 
 
 def _children(node: Node) -> list[Node]:

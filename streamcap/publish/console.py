@@ -2,8 +2,9 @@
 
 Human-readable lines on stdout, one per caption, alarm or camera state:
 
-    10:01:25.123 gate    caption  a man is walking down the street  (412 ms)
-    10:01:25.130 gate    ALARM    alert person_at_gate: a man is walking down the street  [id person_at_gate-gate-1764064885123]
+    10:01:25.123 gate    caption  a man is walking down the street  [person 0.97 vehicle 0.03]  (412 ms)
+    10:01:25.130 gate    ALARM    new alert person_at_gate: a man is walking down the street  [id person_at_gate-gate-1764064885123]
+    10:01:58.002 gate    ALARM    end alert person_at_gate: a man is walking down the street  [id person_at_gate-gate-1764064885123]
     10:01:26.000 gate    state    reconnecting
 
 and, optionally, the same events as JSON lines in a file (the documents MQTT
@@ -50,14 +51,15 @@ class ConsolePublisher:
 
     def publish_caption(self, caption: Caption) -> None:
         doc = caption_doc(caption)
-        self._line(caption.camera_id, "caption", f"{_one_line(caption.text)}  ({doc['latency_ms']:.0f} ms)")
+        concepts = "  [" + " ".join(f"{c} {p:.2f}" for c, p in caption.concepts.items()) + "]" if caption.concepts else ""
+        self._line(caption.camera_id, "caption", f"{_one_line(caption.text)}{concepts}  ({doc['latency_ms']:.0f} ms)")
         self._json("caption", doc)
         self._metrics.captions_published.labels(publisher=self.name).inc()
 
     def publish_alarm(self, alarm: Alarm) -> None:
         doc = alarm_doc(alarm, None)
         self._line(alarm.camera_id, "ALARM",
-                   f"{alarm.severity} {alarm.rule_id}: {_one_line(alarm.caption)}  [id {alarm.alarm_id}]")
+                   f"{alarm.type} {alarm.severity} {alarm.rule_id}: {_one_line(alarm.caption)}  [id {alarm.alarm_id}]")
         self._json("alarm", doc)
         self._metrics.alarms_published.labels(publisher=self.name).inc()
 

@@ -214,7 +214,7 @@ class MqttPublisher:
         if self.settings.publish_snapshots and alarm.snapshot_jpeg:
             snapshot_topic = self.topics.snapshot(alarm.camera_id)
         payload = to_json(alarm_doc(alarm, snapshot_topic))
-        spool.put(alarm.alarm_id, self.topics.alarm(alarm.camera_id), payload, qos=self.settings.qos_alarm,
+        spool.put(alarm.message_id, self.topics.alarm(alarm.camera_id), payload, qos=self.settings.qos_alarm,
                   snapshot_topic=snapshot_topic, snapshot=alarm.snapshot_jpeg if snapshot_topic else None)
         self._metrics.set_spool_depth(len(spool))
         self._wake.set()

@@ -55,24 +55,33 @@ def caption_doc(caption: Caption, now: float | None = None, now_mono: float | No
         "frame_time": iso_time(caption.captured_at),
         "latency_ms": round((now_mono - caption.t_mono) * 1000.0, 1),
         "model": caption.model,
+        "concepts": caption.concepts,
     }
 
 
 def alarm_doc(alarm: Alarm, snapshot_topic: str | None) -> dict:
-    """`snapshot` names the topic holding the JPEG and the alarm it belongs to,
-    or is null when no snapshot was published for this alarm. The `id` lets
-    consumers drop the rare duplicate that at-least-once delivery allows."""
+    """One lifecycle message: `type` new, update or end, all with the alarm's `id`.
+
+    `seq` counts the messages of one alarm (0 for new), so (id, seq) lets
+    consumers drop the rare duplicate that at-least-once delivery allows.
+    `snapshot` names the topic holding the JPEG and the message it belongs
+    to, or is null when this message published none. `end_time` (the last
+    matching caption) is null until the end message.
+    """
     return {
         "id": alarm.alarm_id,
-        # Alarm has no update/end lifecycle yet; a `type` field added later flows through.
-        "type": str(getattr(alarm, "type", "new")),
+        "type": str(alarm.type),
+        "seq": alarm.seq,
         "rule": alarm.rule_id,
         "severity": str(alarm.severity),
         "camera": alarm.camera_id,
         "caption": alarm.caption,
+        "concepts": alarm.concepts,
         "time": iso_time(alarm.raised_at),
         "frame_time": iso_time(alarm.captured_at),
-        "snapshot": None if snapshot_topic is None else {"topic": snapshot_topic, "alarm_id": alarm.alarm_id},
+        "start_time": iso_time(alarm.start_time),
+        "end_time": iso_time(alarm.end_time),
+        "snapshot": None if snapshot_topic is None else {"topic": snapshot_topic, "alarm_id": alarm.alarm_id, "seq": alarm.seq},
     }
 
 

@@ -1,8 +1,20 @@
-"""RuleEngine: captions in, alarms out, with per-(rule, camera) debounce and cooldown.
+"""RuleEngine: captions in, alarm lifecycles out (new, update, end), per rule and camera.
 
-Runs on the dispatch thread only, so its state needs no lock. All timing
-(`for:`, cooldown, schedules) uses the caption's `captured_at`, so results do
-not depend on how late a caption arrives and tests need no sleeping.
+Like Frigate's events: `new` when a rule starts matching on a camera (its
+triggers' debounce satisfied and its conditions holding), `update` while it
+keeps matching and the caption or snapshot gets better (at most one per
+`update_every`), `end` once it has not matched for `clear_after`. After an
+end, `cooldown` must pass before the same rule raises a new alarm on that
+camera. "Better" is a higher concept probability for the concepts the rule
+is about (the caption's evidence), or, without a concept head, a new caption.
+
+Runs on the dispatch thread only, so its state needs no lock. Matching and
+debounce use the caption's `captured_at`, so results do not depend on how
+late a caption arrives and tests need no sleeping; `tick()` ends alarms of
+cameras that have stopped sending captions at all, by the engine's clock.
+
+`explain` runs one caption through the same evaluation and says why, for
+`streamcap rules test`.
 """
 from __future__ import annotations
 
@@ -13,16 +25,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import cv2
-
-from streamcap.messages import Alarm, Caption
+from streamcap.concepts import BY_NAME
+from streamcap.messages import Alarm, AlarmType, Caption
 from streamcap.rules.conditions import check_all
 from streamcap.rules.matchers import BUILTIN_GROUPS, CaptionMatcher, MatchResult
 from streamcap.rules.schema import CaptionTrigger, Rule
 
 log = logging.getLogger("streamcap.rules")
 
-JPEG_QUALITY = 85
+SnapshotSource = Callable[[str, int], bytes | None]  # (camera, frame id) -> JPEG
 
 
 def camera_matches(patterns: Iterable[str], camera_id: str) -> bool:
@@ -49,15 +60,41 @@ class TriggerState:
 
 
 @dataclass
+class ActiveAlarm:
+    alarm_id: str
+    start_time: float
+    last_match_at: float
+    best: Caption
+    best_score: float
+    seq: int = 0
+    last_update_at: float = 0.0
+
+
+@dataclass
 class RuleCameraState:
     triggers: list[TriggerState]
-    last_alarm_at: float | None = None
+    active: ActiveAlarm | None = None
+    last_end_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one caption did to one rule on one camera; `explain` words it."""
+
+    results: list[MatchResult]
+    fired: list[bool]  # per trigger: matched and its debounce is satisfied
+    conditions: tuple[bool, str] | None  # None: not checked (no trigger fired)
+
+    @property
+    def matched(self) -> bool:
+        return any(self.fired) and (self.conditions is None or self.conditions[0])
 
 
 @dataclass
 class CompiledRule:
     rule: Rule
     matchers: list[CaptionMatcher]
+    concepts: tuple[str, ...]  # what the rule is about, for judging a better caption
     cameras: frozenset[str] | None = None  # resolved against known cameras, or None = match patterns live
     states: dict[str, RuleCameraState] = field(default_factory=dict)
 
@@ -67,7 +104,11 @@ class CompiledRule:
         cameras = None
         if known_cameras is not None:
             cameras = frozenset(c for c in known_cameras if camera_matches(rule.cameras, c))
-        return cls(rule, [CaptionMatcher(t, groups) for t in rule.triggers], cameras)
+        concepts = []
+        for trigger in rule.triggers:
+            concepts += [c.concept for c in trigger.concept if c.op in (">=", ">")]
+            concepts += [w[1:] for w in [*trigger.any, *trigger.all] if w.startswith("@") and w[1:] in BY_NAME]
+        return cls(rule, [CaptionMatcher(t, groups) for t in rule.triggers], tuple(dict.fromkeys(concepts)), cameras)
 
     def watches(self, camera_id: str) -> bool:
         if self.cameras is not None:
@@ -78,6 +119,18 @@ class CompiledRule:
         if camera_id not in self.states:
             self.states[camera_id] = RuleCameraState([TriggerState(deque(maxlen=t.window_size)) for t in self.rule.triggers])
         return self.states[camera_id]
+
+    def evaluate(self, state: RuleCameraState, caption: Caption, timezone: str) -> Evaluation:
+        results, fired = [], []
+        for matcher, trigger, tstate in zip(self.matchers, self.rule.triggers, state.triggers):
+            result = matcher.check(caption.text, caption.concepts)
+            results.append(result)
+            fired.append(tstate.update(trigger, result.matched, caption.captured_at))
+        conditions = check_all(self.rule.conditions, caption.captured_at, timezone) if any(fired) else None
+        return Evaluation(results, fired, conditions)
+
+    def score(self, caption: Caption) -> float:
+        return max((caption.concepts.get(c, 0.0) for c in self.concepts), default=0.0)
 
 
 class RuleEngine:
@@ -90,104 +143,155 @@ class RuleEngine:
         clock: Callable[[], float] = time.time,
         timezone: str = "UTC",
         snapshot_cameras: Iterable[str] | None = None,
+        snapshots: SnapshotSource | None = None,
     ):
         self.known_cameras = None if known_cameras is None else tuple(known_cameras)
         # Cameras whose config says `snapshot: false` never get JPEGs, whatever the rule says.
         self.snapshot_cameras = None if snapshot_cameras is None else frozenset(snapshot_cameras)
+        self.snapshots = snapshots
         self.clock = clock
         self.timezone = timezone
         self._compiled: list[CompiledRule] = []
+        self._pending: list[Alarm] = []  # ends of alarms whose rule was removed or edited
         self.replace_rules(rules)
 
     @property
     def rules(self) -> list[Rule]:
         return [c.rule for c in self._compiled]
 
+    def active_alarms(self) -> list[Alarm]:
+        """The `new` message of every alarm in progress (for the live page and the startup state)."""
+        return [self._message(c, s.active, AlarmType.new) for c in self._compiled for s in c.states.values() if s.active]
+
     def replace_rules(self, rules: Iterable[Rule]) -> None:
-        """Swap in a new rule list; unchanged rules keep their debounce and cooldown state."""
+        """Swap in a new rule list; unchanged rules keep their state, alarms of the others end."""
         old = {c.rule.id: c for c in self._compiled}
         compiled = []
         for rule in rules:
-            previous = old.get(rule.id)
+            previous = old.pop(rule.id, None)
             if previous is not None and previous.rule == rule:
                 compiled.append(previous)
             else:
                 compiled.append(CompiledRule.compile(rule, self.known_cameras))
+                if previous is not None:
+                    old[rule.id] = previous
+        for gone in old.values():
+            for state in gone.states.values():
+                if state.active is not None:
+                    self._pending.append(self._end(gone, state, self.clock()))
         self._compiled = compiled
 
     def process(self, caption: Caption) -> list[Alarm]:
-        alarms = []
+        messages, self._pending = self._pending, []
         for compiled in self._compiled:
             rule = compiled.rule
             if not rule.enabled or not compiled.watches(caption.camera_id):
                 continue
             state = compiled.state(caption.camera_id)
-            fired = False
-            for matcher, trigger, tstate in zip(compiled.matchers, rule.triggers, state.triggers):
-                hit = matcher.matches(caption.text)
-                fired = tstate.update(trigger, hit, caption.captured_at) or fired
-            if not fired:
-                continue
-            if rule.conditions and not check_all(rule.conditions, caption.captured_at, self.timezone)[0]:
-                continue
-            if state.last_alarm_at is not None and caption.captured_at - state.last_alarm_at < rule.cooldown:
-                continue
-            state.last_alarm_at = caption.captured_at
-            alarms.append(self._alarm(rule, caption))
-        return alarms
+            evaluation = compiled.evaluate(state, caption, self.timezone)
+            at = caption.captured_at
+            if state.active is not None:
+                if evaluation.matched:
+                    message = self._keep(compiled, state, caption)
+                    if message is not None:
+                        messages.append(message)
+                elif at - state.active.last_match_at >= rule.clear_after:
+                    messages.append(self._end(compiled, state, at))
+            if state.active is None and evaluation.matched and (
+                state.last_end_at is None or at - state.last_end_at >= rule.cooldown
+            ):
+                messages.append(self._start(compiled, state, caption))
+        return messages
 
-    def _alarm(self, rule: Rule, caption: Caption) -> Alarm:
+    def tick(self, now: float | None = None) -> list[Alarm]:
+        """End the alarms that have not matched for clear_after (their camera may have gone quiet)."""
+        now = self.clock() if now is None else now
+        messages, self._pending = self._pending, []
+        for compiled in self._compiled:
+            for state in compiled.states.values():
+                if state.active is not None and now - state.active.last_match_at >= compiled.rule.clear_after:
+                    messages.append(self._end(compiled, state, now))
+        return messages
+
+    def end_all(self) -> list[Alarm]:
+        """End every alarm in progress (clean shutdown: nothing stays ON at the subscribers)."""
+        messages, self._pending = self._pending, []
+        for compiled in self._compiled:
+            for state in compiled.states.values():
+                if state.active is not None:
+                    messages.append(self._end(compiled, state, self.clock()))
+        return messages
+
+    # --- lifecycle ---------------------------------------------------------------
+    def _start(self, compiled: CompiledRule, state: RuleCameraState, caption: Caption) -> Alarm:
+        at = caption.captured_at
+        state.active = ActiveAlarm(f"{compiled.rule.id}-{caption.camera_id}-{round(at * 1000)}", at, at, caption,
+                                   compiled.score(caption), last_update_at=at)
+        return self._message(compiled, state.active, AlarmType.new, snapshot=True)
+
+    def _keep(self, compiled: CompiledRule, state: RuleCameraState, caption: Caption) -> Alarm | None:
+        active = state.active
+        at = caption.captured_at
+        active.last_match_at = at
+        score = compiled.score(caption)
+        better = score > active.best_score if compiled.concepts and caption.concepts else caption.text != active.best.text
+        if not better or at - active.last_update_at < compiled.rule.update_every:
+            return None
+        active.best, active.best_score, active.last_update_at = caption, score, at
+        active.seq += 1
+        return self._message(compiled, active, AlarmType.update, snapshot=True)
+
+    def _end(self, compiled: CompiledRule, state: RuleCameraState, at: float) -> Alarm:
+        active = state.active
+        active.seq += 1
+        state.active, state.last_end_at = None, at
+        return self._message(compiled, active, AlarmType.end, end_time=active.last_match_at)
+
+    def _message(self, compiled: CompiledRule, active: ActiveAlarm, kind: AlarmType, snapshot: bool = False,
+                 end_time: float | None = None) -> Alarm:
+        caption, rule = active.best, compiled.rule
+        jpeg = None
+        if snapshot and rule.snapshot and self._snapshots_allowed(caption.camera_id) and self.snapshots is not None:
+            jpeg = self.snapshots(caption.camera_id, caption.frame_id)
         return Alarm(
-            alarm_id=f"{rule.id}-{caption.camera_id}-{round(caption.captured_at * 1000)}",
-            rule_id=rule.id,
-            severity=rule.severity,
-            camera_id=caption.camera_id,
-            caption=caption.text,
-            captured_at=caption.captured_at,
-            raised_at=self.clock(),
-            snapshot_jpeg=_snapshot(caption) if rule.snapshot and self._snapshots_allowed(caption.camera_id) else None,
+            alarm_id=active.alarm_id, type=kind, seq=active.seq, rule_id=rule.id, severity=rule.severity,
+            camera_id=caption.camera_id, caption=caption.text, captured_at=caption.captured_at,
+            start_time=active.start_time, end_time=end_time, raised_at=self.clock(),
+            concepts=dict(caption.concepts), snapshot_jpeg=jpeg,
         )
 
     def _snapshots_allowed(self, camera_id: str) -> bool:
         return self.snapshot_cameras is None or camera_id in self.snapshot_cameras
 
 
-def _snapshot(caption: Caption) -> bytes | None:
-    if caption.frame is None:
-        return None
-    ok, jpeg = cv2.imencode(".jpg", caption.frame.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        log.warning("%s: could not encode the snapshot of frame %d; alarm sent without it", caption.camera_id, caption.frame_id)
-        return None
-    return jpeg.tobytes()
-
-
-def explain(rule: Rule, camera_id: str, text: str, at: float, timezone: str = "UTC") -> tuple[bool, list[str]]:
-    """Would `rule` fire on this one caption, and why (for `streamcap rules test`)."""
-    lines: list[str] = []
+def explain(rule: Rule, camera_id: str, text: str, at: float, timezone: str = "UTC",
+            concepts: dict[str, float] | None = None) -> tuple[bool, list[str]]:
+    """Would `rule` raise a new alarm on this one caption, and why (for `streamcap rules test`)."""
     if not rule.enabled:
         return False, ["rule is disabled (enabled: false)"]
     if not camera_matches(rule.cameras, camera_id):
         return False, [f"camera {camera_id!r} is not in {rule.cameras}"]
-    groups = {**BUILTIN_GROUPS, **rule.synonyms}
-    results: list[tuple[CaptionTrigger, MatchResult]] = [(t, CaptionMatcher(t, groups).check(text)) for t in rule.triggers]
-    hits = [(i, t, r) for i, (t, r) in enumerate(results) if r.matched]
-    for i, (trigger, result) in enumerate(results):
-        lines.append(f"trigger {i + 1}: {'matched' if result.matched else 'no match'}: {', '.join(result.reasons)}")
+    engine = RuleEngine([rule], timezone=timezone, clock=lambda: at)
+    compiled = engine._compiled[0]
+    caption = Caption(camera_id, 0, at, 0.0, text, "explain", 0.0, dict(concepts or {}))
+    evaluation = compiled.evaluate(compiled.state(camera_id), caption, timezone)
+    lines = [f"trigger {i + 1}: {'matched' if r.matched else 'no match'}: {', '.join(r.reasons)}"
+             for i, r in enumerate(evaluation.results)]
+    hits = [(i, t) for i, (t, r) in enumerate(zip(rule.triggers, evaluation.results)) if r.matched]
     if not hits:
         return False, lines
-    immediate = [t for _, t, _ in hits if t.min_matches == 1 and t.hold_s == 0]
-    for i, trigger, _ in hits:
+    for i, trigger in hits:
         if trigger.min_matches > 1:
             lines.append(f"trigger {i + 1} debounce: needs {trigger.min_matches} matching captions in the last {trigger.window_size}")
         if trigger.hold_s > 0:
             lines.append(f"trigger {i + 1} debounce: must keep matching for {trigger.hold_s:g}s")
-    ok, why = check_all(rule.conditions, at, timezone)
+    ok, why = evaluation.conditions if evaluation.conditions is not None else check_all(rule.conditions, at, timezone)
     lines.append(f"conditions: {'pass' if ok else 'fail'}: {why}")
     if not ok:
         return False, lines
-    if not immediate:
+    if not evaluation.matched:
         lines.append("would fire once the debounce is satisfied")
         return False, lines
-    lines.append(f"would fire: {rule.severity.value}, then quiet for {rule.cooldown:g}s (cooldown)")
+    lines.append(f"would raise a new {rule.severity.value} alarm; it ends {rule.clear_after:g}s after the last match"
+                 + (f", then quiet for {rule.cooldown:g}s (cooldown)" if rule.cooldown else ""))
     return True, lines

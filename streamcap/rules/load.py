@@ -2,7 +2,13 @@
 
 A file with any error is reported and skipped as a whole (like a file that
 does not compile); the other files still load. A bad rule file never stops
-the pipeline.
+the pipeline, at start-up or on reload, whatever is in it: every problem is
+one line, and a file that is not a rule file at all is named without
+echoing its content (`rules.paths: [/etc/shadow]` must not print hashes).
+
+`known_concepts` are the concept heads of the model in use: a `concept:`
+condition on any other concept is an error naming the ones it has, and with
+a model without a head (`()`), rules that need concepts say why they cannot run.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from streamcap.config.yamlpos import YamlDocument, YamlLoadError, format_pydantic_errors, read_yaml
-from streamcap.rules.engine import camera_matches
+from streamcap.rules.engine import CompiledRule, camera_matches
 from streamcap.rules.matchers import BUILTIN_GROUPS, unknown_groups
 from streamcap.rules.schema import Rule, RuleFile
 
@@ -32,22 +38,28 @@ class RuleSource:
     col: int = 1
 
 
-def expand_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[str]]:
-    """(files, errors): globs expanded in order, duplicates dropped; a pattern matching nothing is an error."""
+def expand_paths(paths: Iterable[str | os.PathLike], where: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
+    """(files, errors): globs expanded in order, duplicates dropped; a pattern matching nothing is an error.
+
+    `where` gives, per pattern, the config position it was written at (`streamcap.yaml:12:7`), for the error.
+    """
     files: list[str] = []
     errors: list[str] = []
-    for pattern in paths:
+    positions = list(where) if where is not None else []
+    for i, pattern in enumerate(paths):
         pattern = str(pattern)
         found = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not found:
-            errors.append(f"{pattern}: no rule files match this pattern")
+            at = f"{positions[i]}: rules.paths[{i}]: " if i < len(positions) and positions[i] else ""
+            errors.append(f"{at}{pattern}: no rule files match this pattern; fix the path or glob")
         files.extend(f for f in found if f not in files)
     return files, errors
 
 
-def load_rules(paths: Iterable[str | os.PathLike], known_cameras: Iterable[str] | None = None) -> tuple[list[Rule], list[str]]:
-    """(rules, errors). `known_cameras=None` skips the camera cross-check (no config at hand)."""
-    sources, errors = load_rule_sources(paths, known_cameras)
+def load_rules(paths: Iterable[str | os.PathLike], known_cameras: Iterable[str] | None = None,
+               known_concepts: Iterable[str] | None = None) -> tuple[list[Rule], list[str]]:
+    """(rules, errors). `known_cameras=None` / `known_concepts=None` skip those cross-checks (no config or model at hand)."""
+    sources, errors = load_rule_sources(paths, known_cameras, known_concepts=known_concepts)
     return [s.rule for s in sources], errors
 
 
@@ -55,15 +67,21 @@ def load_rule_sources(
     paths: Iterable[str | os.PathLike],
     known_cameras: Iterable[str] | None = None,
     fallback: Mapping[str, list[RuleSource]] | None = None,
+    known_concepts: Iterable[str] | None = None,
+    where: Iterable[str] | None = None,
 ) -> tuple[list[RuleSource], list[str]]:
     """(rules with their origin, errors). A file with problems contributes `fallback[file]`
     (its last good version, on reload) or nothing."""
-    files, errors = expand_paths(paths)
+    files, errors = expand_paths(paths, where)
     cameras = None if known_cameras is None else sorted(known_cameras)
+    concepts = None if known_concepts is None else tuple(known_concepts)
     loaded: list[RuleSource] = []
     seen: dict[str, RuleSource] = {}
     for path in files:
-        fresh, problems = load_rule_file(path, cameras)
+        try:
+            fresh, problems = load_rule_file(path, cameras, concepts)
+        except Exception as exc:  # noqa: BLE001 - a file we failed to foresee still must not stop the box
+            fresh, problems = [], [f"{path}:1:1: cannot load this rule file ({type(exc).__name__}); it is skipped"]
         for source in fresh:
             first = seen.get(source.rule.id)
             if first is not None:
@@ -78,15 +96,21 @@ def load_rule_sources(
     return loaded, errors
 
 
-def load_rule_file(path: str, known_cameras: list[str] | None = None) -> tuple[list[RuleSource], list[str]]:
+NOT_A_RULE_FILE = "not a rule file: expected a list of rules (- id: ...), or a mapping with `rules:` and `synonyms:`"
+
+
+def load_rule_file(path: str, known_cameras: list[str] | None = None,
+                   known_concepts: tuple[str, ...] | None = None) -> tuple[list[RuleSource], list[str]]:
     """Rules of one file and its problems; callers should drop the rules if there are problems."""
     try:
-        doc = read_yaml(path)
+        doc = read_yaml(path, what="rule file")
     except YamlLoadError as exc:
         return [], exc.problems
     data, prefix = doc.data, ()
     if data is None:
         return [], []  # an empty file is an empty rule set
+    if not _looks_like_rules(data):
+        return [], [f"{path}:1:1: {NOT_A_RULE_FILE}"]
     file_groups: dict[str, list[str]] = {}
     if isinstance(data, dict):
         try:
@@ -109,7 +133,13 @@ def load_rule_file(path: str, known_cameras: list[str] | None = None) -> tuple[l
             problems.extend(_label(format_pydantic_errors(doc, exc.errors(), prefix=loc), item))
             continue
         rule = rule.model_copy(update={"synonyms": {**file_groups, **rule.synonyms}})
-        problems.extend(_label(_cross_check(doc, loc, rule, item, known_cameras), item))
+        checked = _cross_check(doc, loc, rule, item, known_cameras, known_concepts)
+        if not checked:
+            try:
+                CompiledRule.compile(rule, None)
+            except (ValueError, KeyError) as exc:
+                checked = [f"{doc.where(loc)}: {exc}"]
+        problems.extend(_label(checked, item))
         if rule.id in ids:
             problems.append(f"{path}:{line}:{col}: duplicate rule id {rule.id!r} (first on line {ids[rule.id]})")
         ids.setdefault(rule.id, line)
@@ -117,8 +147,28 @@ def load_rule_file(path: str, known_cameras: list[str] | None = None) -> tuple[l
     return sources, problems
 
 
-def _cross_check(doc: YamlDocument, loc: tuple, rule: Rule, item: Any, known_cameras: list[str] | None) -> list[str]:
+def _looks_like_rules(data: Any) -> bool:
+    if isinstance(data, list):
+        return all(isinstance(item, dict) for item in data)
+    return isinstance(data, dict) and "rules" in data
+
+
+def _cross_check(doc: YamlDocument, loc: tuple, rule: Rule, item: Any, known_cameras: list[str] | None,
+                 known_concepts: tuple[str, ...] | None) -> list[str]:
     problems = []
+    if known_concepts is not None:
+        for t, trigger in enumerate(rule.triggers):
+            for c, condition in enumerate(trigger.concept):
+                if condition.concept in known_concepts:
+                    continue
+                where = doc.where((*loc, "triggers", t, "concept", c) if isinstance(_get(item, "triggers", t, "concept"), list)
+                                  else (*loc, "triggers", t, "concept"))
+                if known_concepts:
+                    problems.append(f"{where}: triggers[{t}].concept: the model has no {condition.concept!r} concept "
+                                    f"(it has {', '.join(known_concepts)})")
+                else:
+                    problems.append(f"{where}: triggers[{t}].concept: the model in use has no concept head, so "
+                                    f"{str(condition)!r} cannot run; use a model with concepts or match words instead")
     if known_cameras is not None:
         written = item.get("cameras") if isinstance(item, dict) else None
         for i, pattern in enumerate(rule.cameras):
@@ -132,14 +182,31 @@ def _cross_check(doc: YamlDocument, loc: tuple, rule: Rule, item: Any, known_cam
         for key in ("any", "all", "none"):
             words: list[str] = getattr(trigger, key)
             for w, word in enumerate(words):
-                for name in unknown_groups([word], groups):
+                try:
+                    unknown = unknown_groups([word], groups)
+                except ValueError as exc:  # a cycle through this word's group
+                    problems.append(f"{doc.where((*loc, 'triggers', t, key, w))}: triggers[{t}].{key}: {exc}")
+                    continue
+                for name in unknown:
                     where = doc.where((*loc, "triggers", t, key, w))
                     available = ", ".join(f"@{g}" for g in sorted(groups))
                     problems.append(f"{where}: triggers[{t}].{key}: unknown synonym group @{name} (known: {available}; add it under synonyms:)")
     for name, words in rule.synonyms.items():
-        for missing in unknown_groups(words, groups):
-            problems.append(f"{doc.where((*loc, 'synonyms', name))}: synonyms.{name}: unknown synonym group @{missing}")
+        try:
+            for missing in unknown_groups(words, groups):
+                problems.append(f"{doc.where((*loc, 'synonyms', name))}: synonyms.{name}: unknown synonym group @{missing}")
+        except ValueError as exc:  # a cycle: @a -> @b -> @a
+            problems.append(f"{doc.where((*loc, 'synonyms', name))}: synonyms.{name}: {exc}")
     return problems
+
+
+def _get(item: Any, *keys: Any) -> Any:
+    for key in keys:
+        try:
+            item = item[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return item
 
 
 def _is_glob(pattern: str) -> bool:
@@ -166,7 +233,3 @@ def _strip_index(message: str) -> str:
             rest = message[close + 1 :]
             return rest[1:] if rest.startswith(".") else rest.removeprefix(": ")
     return message
-
-
-def rule_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    return [Path(p) for p in expand_paths(paths)[0]]

@@ -5,6 +5,8 @@ matches "woman") and a simple plural ending is allowed ("dog" matches "dogs",
 "bus" matches "buses"); irregular plurals come from the groups.
 `@name` in a word list stands for a synonym group: the built-in ones are the
 visual concepts of `streamcap.concepts`, the rest come from the rule files.
+`concept:` conditions read the caption's concept probabilities instead of
+its words. Every part a trigger gives must hold.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from streamcap.concepts import BUILTIN_GROUPS, BY_NAME, Concept, word_regex
-from streamcap.rules.schema import CaptionTrigger
+from streamcap.rules.schema import CaptionTrigger, compile_regex
 
 __all__ = ["BUILTIN_GROUPS", "CaptionMatcher", "MatchResult", "expand", "normalise", "unknown_groups", "word_regex"]
 
@@ -76,7 +78,8 @@ class CaptionMatcher:
         self._all = [self._entry(w, groups) for w in trigger.all]
         self._none = [self._entry(w, groups) for w in trigger.none]
         self._phrases = [_Entry(p, word_regex([p], plural=False)) for p in trigger.phrase]
-        self._regexes = [re.compile(r, re.IGNORECASE) for r in trigger.regex]
+        self._regexes = [compile_regex(r) for r in trigger.regex]
+        self._concepts = list(trigger.concept)
 
     @staticmethod
     def _entry(word: str, groups: Mapping[str, list[str]]) -> _Entry:
@@ -88,9 +91,16 @@ class CaptionMatcher:
         except KeyError as exc:
             raise ValueError(f"unknown synonym group @{exc.args[0]}") from None
 
-    def check(self, text: str) -> MatchResult:
+    def check(self, text: str, concepts: Mapping[str, float] | None = None) -> MatchResult:
         text = normalise(text)
         reasons = []
+        for condition in self._concepts:
+            probability = (concepts or {}).get(condition.concept)
+            if probability is None:
+                return MatchResult(False, [f"concept: the caption has no {condition.concept} probability (model without a concept head)"])
+            if not condition.holds(probability):
+                return MatchResult(False, [f"concept: {condition.concept} is {probability:.2f}, not {condition.op} {condition.threshold:g}"])
+            reasons.append(f"concept: {condition.concept} {probability:.2f} {condition.op} {condition.threshold:g}")
         if self._any:
             hit = next(((e, f) for e in self._any if (f := e.find(text))), None)
             if hit is None:
@@ -117,8 +127,8 @@ class CaptionMatcher:
             reasons.append(f"regex: /{hit[0].pattern}/ matched {hit[1].group(0)!r}")
         return MatchResult(True, reasons)
 
-    def matches(self, text: str) -> bool:
-        return self.check(text).matched
+    def matches(self, text: str, concepts: Mapping[str, float] | None = None) -> bool:
+        return self.check(text, concepts).matched
 
 
 def _labels(entries: list[_Entry]) -> str:

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from streamcap.config.schema import StreamcapConfig
-from streamcap.rules.engine import RuleEngine
+from streamcap.rules.engine import RuleEngine, SnapshotSource
 from streamcap.rules.load import RuleSource, expand_paths, load_rule_sources
 
 log = logging.getLogger("streamcap.rules")
@@ -51,14 +51,17 @@ class RuleWatcher:
         interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         sources: list[RuleSource] | None = None,
+        known_concepts: Iterable[str] | None = None,
     ):
         self.paths = [str(p) for p in paths]
         self.engine = engine
         self.known_cameras = None if known_cameras is None else list(known_cameras)
+        self.known_concepts = None if known_concepts is None else tuple(known_concepts)
         self.interval_s = interval_s
         self.clock = clock
         self._signature = file_signature(self.paths)
-        self._sources = sources if sources is not None else load_rule_sources(self.paths, self.known_cameras)[0]
+        self._sources = sources if sources is not None else load_rule_sources(
+            self.paths, self.known_cameras, known_concepts=self.known_concepts)[0]
         self._next_check = clock() + interval_s
         self.reloads = 0
         self.failed_reloads = 0
@@ -80,7 +83,7 @@ class RuleWatcher:
         fallback: dict[str, list[RuleSource]] = defaultdict(list)
         for source in self._sources:
             fallback[source.path].append(source)
-        sources, errors = load_rule_sources(self.paths, self.known_cameras, fallback)
+        sources, errors = load_rule_sources(self.paths, self.known_cameras, fallback, self.known_concepts)
         if errors:
             self.failed_reloads += 1
             more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -96,21 +99,26 @@ class RuleWatcher:
         return True
 
 
-def build_rules(config: StreamcapConfig, clock: Callable[[], float] = time.time) -> tuple[RuleEngine, RuleWatcher | None]:
+def build_rules(config: StreamcapConfig, clock: Callable[[], float] = time.time, known_concepts: Iterable[str] | None = None,
+                snapshots: SnapshotSource | None = None) -> tuple[RuleEngine, RuleWatcher | None]:
     """The rule engine for `config`, and its watcher when `rules.reload` is on.
 
     Bad files are logged (one line per problem) and skipped; the rest run.
+    `known_concepts` are the model's concept heads (None: not checked).
     """
     cameras = list(config.cameras)
-    sources, errors = load_rule_sources(config.rules.paths, cameras)
+    where = [config.where(("rules", "paths", i)) for i in range(len(config.rules.paths))]
+    sources, errors = load_rule_sources(config.rules.paths, cameras, known_concepts=known_concepts, where=where)
     rules = [s.rule for s in sources]
     for error in errors:
         log.error("%s", error)
     snapshot_cameras = [cid for cid, cam in config.cameras.items() if cam.snapshot]
-    engine = RuleEngine(rules, cameras, clock=clock, timezone=config.timezone, snapshot_cameras=snapshot_cameras)
+    engine = RuleEngine(rules, cameras, clock=clock, timezone=config.timezone, snapshot_cameras=snapshot_cameras,
+                        snapshots=snapshots)
     skipped = "; files with problems were skipped" if errors else ""
     log.info("rules: %d loaded, %d problems%s", len(rules), len(errors), skipped)
     watcher = None
     if config.rules.reload:
-        watcher = RuleWatcher(config.rules.paths, engine, cameras, interval_s=config.rules.reload_interval_s, sources=sources)
+        watcher = RuleWatcher(config.rules.paths, engine, cameras, interval_s=config.rules.reload_interval_s, sources=sources,
+                              known_concepts=known_concepts)
     return engine, watcher

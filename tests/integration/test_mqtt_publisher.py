@@ -53,7 +53,8 @@ def publisher_factory(tmp_path):
 def make_caption(text="a man is walking down the street", camera="gate") -> Caption:
     now, mono = time.time(), time.monotonic()
     return Caption(camera_id=camera, frame_id=42, captured_at=now - 0.3, t_mono=mono - 0.3, text=text,
-                   model="resnet-lstm-test", captioned_mono=mono)
+                   model="resnet-lstm-test", captioned_mono=mono,
+                   concepts={"person": 0.97, "vehicle": 0.04, "animal": 0.0, "fire": 0.001})
 
 
 def make_alarm(i: int, snapshot: bytes | None = None) -> Alarm:
@@ -87,7 +88,8 @@ def test_caption_is_json_with_the_documented_fields(mosquitto, publisher_factory
     msg = sub.on("/caption")[0]
     assert msg.topic == "sc/dev/gate/caption"
     doc = json.loads(msg.payload)
-    assert set(doc) == {"camera", "time", "caption", "frame_id", "frame_time", "latency_ms", "model"}
+    assert set(doc) == {"camera", "time", "caption", "frame_id", "frame_time", "latency_ms", "model", "concepts"}
+    assert doc["concepts"] == {"person": 0.97, "vehicle": 0.04, "animal": 0.0, "fire": 0.001}, "the concept head's probabilities ride along"
     assert (doc["camera"], doc["caption"], doc["frame_id"], doc["model"]) == (
         "gate", "a man is walking down the street", 42, "resnet-lstm-test")
     assert re.match(ISO, doc["time"]) and re.match(ISO, doc["frame_time"]), doc
@@ -114,7 +116,8 @@ def test_alarm_arrives_with_qos1_after_its_snapshot(mosquitto, publisher_factory
     assert set(doc) >= {"id", "rule", "severity", "camera", "caption", "time", "snapshot"}
     assert (doc["id"], doc["rule"], doc["severity"], doc["camera"]) == (
         "alarm-00001", "person_at_gate", "alert", "gate")
-    assert doc["snapshot"] == {"topic": "sc/dev/gate/snapshot", "alarm_id": "alarm-00001"}
+    assert doc["snapshot"] == {"topic": "sc/dev/gate/snapshot", "alarm_id": "alarm-00001", "seq": 0}
+    assert (doc["type"], doc["seq"]) == ("new", 0) and re.match(ISO, doc["start_time"]) and doc["end_time"] is None
     wait_until(lambda: metrics.health()["mqtt"]["spool_depth"] == 0, DEADLINE_S, "the spool to empty after PUBACK")
     assert metrics.registry.get_sample_value("streamcap_alarms_published_total", {"publisher": "mqtt"}) == 1
 

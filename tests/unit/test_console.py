@@ -17,7 +17,7 @@ STAMP = r"\d\d:\d\d:\d\d\.\d{3}"
 def make_caption(text: str = "a man is walking down the street", camera: str = "gate") -> Caption:
     now, mono = time.time(), time.monotonic()
     return Caption(camera_id=camera, frame_id=7, captured_at=now - 0.4, t_mono=mono - 0.4, text=text,
-                   model="resnet-lstm-test", captioned_mono=mono - 0.1)
+                   model="resnet-lstm-test", captioned_mono=mono - 0.1, concepts={"person": 0.91, "vehicle": 0.02})
 
 
 def make_alarm() -> Alarm:
@@ -31,11 +31,11 @@ def make_alarm() -> Alarm:
     "call, expected",
     [
         (lambda p: p.publish_caption(make_caption()),
-         rf"^{STAMP} gate     caption  a man is walking down the street  \(\d+ ms\)$"),
+         rf"^{STAMP} gate     caption  a man is walking down the street  \[person 0.91 vehicle 0.02\]  \(\d+ ms\)$"),
         (lambda p: p.publish_caption(make_caption("two\nlines", camera="yard")),
-         rf"^{STAMP} yard     caption  two lines  \(\d+ ms\)$"),
+         rf"^{STAMP} yard     caption  two lines  \[person 0.91 vehicle 0.02\]  \(\d+ ms\)$"),
         (lambda p: p.publish_alarm(make_alarm()),
-         rf"^{STAMP} gate     ALARM    alert person_at_gate: a man at the gate  \[id person_at_gate-gate-1764064885123\]$"),
+         rf"^{STAMP} gate     ALARM    new alert person_at_gate: a man at the gate  \[id person_at_gate-gate-1764064885123\]$"),
         (lambda p: p.publish_camera_state("gate", CameraState.reconnecting, None),
          rf"^{STAMP} gate     state    reconnecting$"),
     ],
@@ -79,10 +79,12 @@ def test_jsonl_file_gets_one_document_per_event(tmp_path):
     docs = [json.loads(line) for line in path.read_text().splitlines()]
     assert [d["kind"] for d in docs] == ["caption", "alarm", "state"]
     caption, alarm, state = docs
-    assert set(caption) == {"kind", "camera", "time", "caption", "frame_id", "frame_time", "latency_ms", "model"}
+    assert set(caption) == {"kind", "camera", "time", "caption", "frame_id", "frame_time", "latency_ms", "model", "concepts"}
+    assert caption["concepts"] == {"person": 0.91, "vehicle": 0.02}
     assert caption["caption"] == "a man is walking down the street"
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$", caption["time"]), caption["time"]
-    assert alarm["id"] == "person_at_gate-gate-1764064885123"
+    assert alarm["id"] == "person_at_gate-gate-1764064885123" and (alarm["type"], alarm["seq"]) == ("new", 0)
+    assert alarm["start_time"] is not None and alarm["end_time"] is None
     assert (alarm["rule"], alarm["severity"], alarm["camera"]) == ("person_at_gate", "alert", "gate")
     assert alarm["snapshot"] is None, "the console has no snapshot topic to refer to"
     assert state["state"] == "connected" and state["last_frame_time"] is not None

@@ -57,10 +57,12 @@ def test_a_broken_camera_does_not_stop_the_working_one_and_stop_joins_every_thre
         health = app.pipeline.metrics.health()
     finally:
         app.stop()
-    # then the working camera was captioned, one alarm was raised (then the cooldown held), the broken one is down
+    # then the working camera was captioned, one alarm was raised and lasted (then ended at shutdown), the broken one is down
     captions = _events(tmp_path, "caption")
     assert {c["camera"] for c in captions} == {"lot"} and all(c["caption"] for c in captions)
-    assert [a["rule"] for a in _events(tmp_path, "alarm")] == ["anything"]
+    alarms = _events(tmp_path, "alarm")
+    assert [a["rule"] for a in alarms] == ["anything"] * len(alarms) and alarms[0]["type"] == "new" and alarms[-1]["type"] == "end"
+    assert len({a["id"] for a in alarms}) == 1 and all(a["type"] == "update" for a in alarms[1:-1])
     broken_states = [s["state"] for s in _events(tmp_path, "state") if s["camera"] == "broken"]
     assert "down" in broken_states and "connected" not in broken_states
     assert "lot" in console.getvalue() and "caption" in console.getvalue()
@@ -76,11 +78,11 @@ class _FailsOnce:
     def __init__(self, captioner):
         self.inner, self.failed, self.model_name = captioner, False, captioner.model_name
 
-    def caption(self, frames):
+    def describe(self, frames):
         if not self.failed:
             self.failed = True
             raise RuntimeError("injected model failure")
-        return self.inner.caption(frames)
+        return self.inner.describe(frames)
 
 
 def test_a_model_error_on_one_batch_is_counted_and_captioning_continues(shared_data, tmp_path, captioner):

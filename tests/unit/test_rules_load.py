@@ -15,6 +15,7 @@ from streamcap.messages import Caption, Frame
 from streamcap.rules.engine import RuleEngine
 from streamcap.rules.load import load_rules
 from streamcap.rules.watch import RuleWatcher, build_rules
+from streamcap.snapshots import SnapshotStore
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CAMERAS = ["gate", "fence_north", "front_door", "loading_bay", "parking_east", "lobby_usb"]
@@ -48,7 +49,7 @@ def test_every_example_rule_file_loads():
 
 BAD_RULES = [
     # (rule file text, expected "line:col", fragment)
-    ("- id: r\n  triggers:\n    - trigger: caption\n      regex: '(unclosed'\n", "4:7", "invalid regex '(unclosed': missing ), unterminated subpattern"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      regex: '(unclosed'\n", "4:7", "invalid regex '(unclosed': missing )"),
     ("- id: r\n  triggers:\n    - trigger: caption\n      regex:\n        - ok\n        - '[a-'\n", "6:11", "invalid regex '[a-'"),
     ("- id: r\n  cameras: [gate, yard]\n  triggers:\n    - trigger: caption\n      any: [dog]\n", "2:19", "unknown camera 'yard'"),
     ("- id: r\n  cameras:\n    - gate\n    - 'back*'\n  triggers:\n    - trigger: caption\n      any: [dog]\n", "4:7", "'back*' matches no configured camera"),
@@ -56,7 +57,7 @@ BAD_RULES = [
     ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog\n", "5:1", "invalid YAML"),
     ("- id: r\n  triggers:\n    - trigger: motion\n", "3:7", "triggers[0].trigger: Input should be 'caption'"),
     ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n      for: soon\n", "5:7", "'soon' is not a duration"),
-    ("- id: r\n  triggers:\n    - trigger: caption\n      none: [dog]\n", "3:7", "needs at least one of any, all, phrase or regex"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      none: [dog]\n", "3:7", "needs at least one of any, all, phrase, regex or concept"),
     ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n      min_matches: 3\n      window: 2\n", "3:7", "window (2) must be >= min_matches (3)"),
     ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog, '@pets']\n", "4:18", "unknown synonym group @pets"),
     ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  conditions:\n    - condition: sun\n", "6:7", "conditions are"),
@@ -64,7 +65,14 @@ BAD_RULES = [
     ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  severity: panic\n", "5:3", "severity: Input should be 'alert' or 'detection'"),
     ("- id: r\n  trigers:\n    - trigger: caption\n", "1:3", "triggers: required key is missing"),
     ("- id: Bad Id\n  triggers:\n    - trigger: caption\n      any: [dog]\n", "1:3", "id: ids must be lowercase"),
-    ("id: r\n", "1:1", "unknown key"),
+    ("id: r\n", "1:1", "not a rule file"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      regex: '(?<=a)b'\n", "4:7", "RE2 syntax: no lookbehind"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      concept: 'person is likely'\n", "4:7", "is not a concept condition"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      concept: 'person >= 1.5'\n", "4:7", "a probability is between 0 and 1"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  cooldown: .inf\n", "5:3", "a duration must be between 0 and 7 days"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n      min_matches: 1000000000000000000\n", "5:7", "less than or equal to 1000"),
+    ("- id: r\n  synonyms:\n    a: ['@b']\n    b: ['@a']\n  triggers:\n    - trigger: caption\n      any: ['@a']\n", "7:13", "refers to itself"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  conditions:\n    - condition: time\n      after: 22:00:00:00\n", "7:7", "not a time of day"),
     (
         "- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  conditions:\n    - or:\n        - not:\n"
         "            - condition: time\n              after: '7pm'\n",
@@ -88,7 +96,7 @@ def test_rule_errors_name_file_line_col(tmp_path, text, position, fragment):
 def test_error_messages_name_the_rule(tmp_path):
     path = write(tmp_path, "r.yaml", "- id: fire\n  triggers:\n    - trigger: caption\n      regex: '(x'\n")
     _, errors = load_rules([path])
-    assert errors == [f"{path}:4:7: rule fire: triggers[0].regex: invalid regex '(x': missing ), unterminated subpattern at position 0"]
+    assert errors == [f"{path}:4:7: rule fire: triggers[0].regex: invalid regex '(x': missing ): (x"]
 
 
 def test_bad_file_is_skipped_good_file_still_loads(tmp_path):
@@ -113,12 +121,12 @@ def test_duplicate_id_across_files_skips_the_later_file(tmp_path):
 
 def test_pattern_matching_no_file_is_reported(tmp_path):
     rules, errors = load_rules([tmp_path / "nothing-*.yaml"])
-    assert rules == [] and errors == [f"{tmp_path / 'nothing-*.yaml'}: no rule files match this pattern"]
+    assert rules == [] and errors == [f"{tmp_path / 'nothing-*.yaml'}: no rule files match this pattern; fix the path or glob"]
 
 
 def test_missing_file_is_reported(tmp_path):
     _, errors = load_rules([tmp_path / "gone.yaml"])
-    assert errors[0].startswith(f"{tmp_path / 'gone.yaml'}:1:1: cannot read file")
+    assert errors[0] == f"{tmp_path / 'gone.yaml'}:1:1: cannot read rule file: No such file or directory"
 
 
 def test_file_level_synonyms_and_mapping_form(tmp_path):
@@ -299,8 +307,10 @@ def test_build_rules_from_config(tmp_path, caplog):
     assert watcher is not None and watcher.paths == [str(tmp_path / "*.yaml")]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "bad.yaml:2:13: rule x: cameras: unknown camera 'nowhere'" in errors[0]
-    frame = Frame("gate", 1, 1.0, 1.0, np.zeros((8, 8, 3), np.uint8))
-    (alarm,) = engine.process(Caption("gate", 1, 1.0, 1.0, "a man", "m", 1.0, frame=frame))
+    store = SnapshotStore()
+    store.put(Frame("gate", 1, 1.0, 1.0, np.zeros((8, 8, 3), np.uint8)))
+    engine.snapshots = store.jpeg
+    (alarm,) = engine.process(Caption("gate", 1, 1.0, 1.0, "a man", "m", 1.0))
     assert alarm.snapshot_jpeg is None, "camera config says snapshot: false"
 
 
@@ -312,3 +322,57 @@ def test_unquoted_times_of_day_are_understood(tmp_path):
     # then
     assert errors == []
     assert (f"{rules[0].conditions[0].after:%H:%M}", f"{rules[0].conditions[0].before:%H:%M}") == ("22:00", "06:00")
+
+
+CONCEPT_RULE = "- id: r\n  triggers:\n    - trigger: caption\n      concept: ['person >= 0.7', 'smoke > 0.5']\n"
+
+
+def test_a_concept_the_model_has_no_head_for_is_an_error_naming_the_ones_it_has(tmp_path):
+    path = write(tmp_path, "c.yaml", CONCEPT_RULE)
+    rules, errors = load_rules([path], known_concepts=("person", "vehicle", "animal", "fire"))
+    assert rules == []
+    assert errors == [f"{path}:4:34: rule r: triggers[0].concept: the model has no 'smoke' concept (it has person, vehicle, animal, fire)"]
+
+
+def test_concept_rules_with_a_model_without_a_head_say_why_they_cannot_run(tmp_path):
+    path = write(tmp_path, "c.yaml", "- id: r\n  triggers:\n    - trigger: caption\n      concept: 'person >= 0.7'\n")
+    _, errors = load_rules([path], known_concepts=())
+    assert errors == [f"{path}:4:7: rule r: triggers[0].concept: the model in use has no concept head, so "
+                      "'person >= 0.7' cannot run; use a model with concepts or match words instead"]
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/null", "/proc/self"])
+def test_rule_paths_that_are_not_regular_files_are_refused_at_once(path):
+    _, errors = load_rules([path])
+    assert errors == [f"{path}:1:1: not a regular file (a device, pipe or folder); give the path of a YAML rule file"]
+
+
+def test_a_file_that_is_not_a_rule_file_is_named_without_echoing_it(tmp_path):
+    # given a password file listed as a rule file by mistake
+    path = write(tmp_path, "shadow", "root: $6$s3cr3tHash$xyz\nalice: $6$another$hash\n")
+    unparsable = write(tmp_path, "passwd", "root:$6$s3cr3tHash$xyz:19000:0:99999:7:::\nalice: $6$another$hash\n")
+    _, errors = load_rules([path, unparsable])
+    assert errors[0] == f"{path}:1:1: not a rule file: expected a list of rules (- id: ...), or a mapping with `rules:` and `synonyms:`"
+    assert errors[1].startswith(f"{unparsable}:") and ("invalid YAML" in errors[1] or "not a rule file" in errors[1])
+    assert not any("s3cr3t" in e or "another" in e or "19000" in e for e in errors)
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("- id: r\n  x: " + "[" * 600 + "]" * 600 + "\n", "nested deeper than 40 levels"),
+    ("- id: r\n  triggers:\n    - trigger: caption\n      any: [dog]\n  conditions:\n" + "".join(
+        "    " + "  " * i + "- not:\n" for i in range(300)), "nested deeper than 40 levels"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh")), "expands to more than 100000 values"),
+    ("- id: r\x07\n", "control character #x07"),
+    ("- id: r\n  cooldown: " + "9" * 5000 + "\n", "number with more than 30 digits"),
+    (b"- id: \xff\xfe\n", "not UTF-8 text"),
+])
+def test_hostile_rule_files_are_one_line_errors_in_well_under_a_second(tmp_path, text, fragment):
+    import time
+
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    started = time.monotonic()
+    rules, errors = load_rules([path])
+    assert time.monotonic() - started < 1.0
+    assert rules == [] and len(errors) == 1 and errors[0].startswith(f"{path}:") and fragment in errors[0], errors
