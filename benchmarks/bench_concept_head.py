@@ -12,6 +12,11 @@ set beside the encoder's (lite0 at 224: about 0.4 GMAC). Variants:
 - +imagenet: the encoder's own ImageNet classifier as extra evidence (its
   vehicle classes summed, its animal classes summed, per cell and on the mean).
 Features come from the training cache (`streamcap train` or this script writes it).
+
+`--test-sizes 224,320,448` also runs each head, trained at 224, on the dev
+images encoded at larger squares (a finer grid over the same frame: small
+and distant things get more cells), with the encoder's time per image at
+each size measured in the same process, so gain and cost sit side by side.
 """
 from __future__ import annotations
 
@@ -95,6 +100,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--cache-dir", default=".cache/features")
     p.add_argument("--corrections", default="data/caption_corrections.tsv")
+    p.add_argument("--test-sizes", default="224", help="input squares to run the dev images at (the heads train at 224)")
     args = p.parse_args()
     root = Path(args.data)
     if not (root / "flickr8k").is_dir():
@@ -105,7 +111,10 @@ def main() -> int:
     encoder = build_encoder("efficientnet_lite0")
     train_ids, dev_ids = corpus.split("train"), corpus.split("dev")
     train_feats, _ = cached_features(encoder, train_ids, corpus.image_paths, args.cache_dir)
-    dev_feats, _ = cached_features(encoder, dev_ids, corpus.image_paths, args.cache_dir)
+    dev_by_size = {}
+    for size in [int(x) for x in args.test_sizes.split(",")]:
+        sized = encoder if size == encoder.spec.input_size else build_encoder("efficientnet_lite0", input_size=size)
+        dev_by_size[size] = cached_features(sized, dev_ids, corpus.image_paths, args.cache_dir)[0]
     train_labels, train_mask = label_arrays([image_labels(corpus, i) for i in train_ids], CONCEPT_NAMES)
     dev_labels, dev_mask = label_arrays([image_labels(corpus, i) for i in dev_ids], CONCEPT_NAMES)
     rng = np.random.default_rng(0)
@@ -141,11 +150,33 @@ def main() -> int:
             model = head
         calib_logits = head_logits(model, train_feats, calib_rows)
         calibrate(head, calib_logits, train_labels[calib_rows], train_mask[calib_rows])
-        dev_logits = head_logits(model, dev_feats)
-        probs = torch.sigmoid(dev_logits * head.calib_scale + head.calib_bias)
-        for set_name, rows in sets.items():
-            print(report(variant, set_name, probs[rows], dev_labels[rows], dev_mask[rows]), flush=True)
+        for size, feats in dev_by_size.items():
+            dev_logits = head_logits(model, feats)
+            probs = torch.sigmoid(dev_logits * head.calib_scale + head.calib_bias)
+            for set_name, rows in sets.items():
+                print(report(f"{variant} @{size}", set_name, probs[rows], dev_labels[rows], dev_mask[rows]), flush=True)
+    print("\n| input | grid | encoder ms/image (batch 8, median of 5) | ratio to 224 |\n|---|---|---|---|")
+    base = None
+    for size in dev_by_size:
+        ms = encoder_ms(size)
+        base = base or ms
+        print(f"| {size} | {-(-size // 32)}x{-(-size // 32)} | {ms:.1f} | {ms / base:.2f} |")
     return 0
+
+
+def encoder_ms(size: int) -> float:
+    import time
+
+    encoder = build_encoder("efficientnet_lite0", input_size=size)
+    images = torch.randn(8, 3, size, size)
+    times = []
+    with torch.no_grad():
+        encoder(images)
+        for _ in range(5):
+            t0 = time.perf_counter()
+            encoder(images)
+            times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[2] / 8
 
 
 if __name__ == "__main__":

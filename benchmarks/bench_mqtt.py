@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from streamcap.messages import Alarm, Severity  # noqa: E402
 from streamcap.metrics import Metrics  # noqa: E402
 from streamcap.publish.mqtt import MqttPublisher  # noqa: E402
-from streamcap.publish.mqtt_settings import MqttSettings  # noqa: E402
+from streamcap.config.schema import MqttConfig  # noqa: E402
 
 
 def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
@@ -69,8 +69,8 @@ def make_alarm(i: int) -> Alarm:
 def run_spool(port: int, workdir: Path, n: int, durable: bool, window: int) -> tuple[float, float]:
     metrics = Metrics()
     spool = workdir / f"spool-{time.monotonic_ns()}"
-    pub = MqttPublisher(MqttSettings(port=port, device_id="bench", spool_dir=str(spool), spool_durable=durable,
-                                     alarm_window=window, spool_max_messages=n + 1), metrics)
+    pub = MqttPublisher(MqttConfig(host="127.0.0.1", port=port, spool_dir=str(spool), spool_durable=durable,
+                                   alarm_window=window, spool_max_messages=n + 1), "bench", metrics)
     pub.start()
     try:
         if not pub.wait_connected(10):

@@ -18,8 +18,7 @@ from streamcap.metrics import Metrics
 from streamcap.pipeline import Pipeline
 from streamcap.publish.base import PublisherSet
 from streamcap.publish.console import ConsolePublisher
-from streamcap.publish.mqtt import MqttPublisher
-from streamcap.publish.mqtt_settings import MqttSettings
+from streamcap.publish.mqtt import MqttPublisher, preflight
 from streamcap.rules.watch import build_rules
 from streamcap.snapshots import SnapshotStore
 
@@ -46,6 +45,8 @@ class App:
 
 
 def build(config: StreamcapConfig, captioner=None, console_stream=None) -> App:
+    if config.mqtt is not None:
+        preflight(config.mqtt)  # first and fast: a box that cannot deliver alarms must not start looking healthy
     metrics = Metrics()
     status_events: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -65,8 +66,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None) -> App:
     if config.outputs.console or config.outputs.jsonl:
         publishers.append(ConsolePublisher(stream=console_stream, jsonl_path=config.outputs.jsonl, metrics=metrics, console=config.outputs.console))
     if config.mqtt is not None:
-        settings = MqttSettings.from_config(config.mqtt, config.device_id)
-        publishers.append(MqttPublisher(settings, metrics=metrics, on_status=status_events.put))
+        publishers.append(MqttPublisher(config.mqtt, config.device_id, metrics=metrics, on_status=status_events.put))
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
     pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events, snapshots=snapshots)

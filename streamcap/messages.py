@@ -91,10 +91,70 @@ class CameraState(StrEnum):
     stopped = "stopped"
 
 
+class DropCause(StrEnum):
+    """Why something was dropped: the `cause` label of streamcap_drops_total (a closed set)."""
+
+    captioner_behind = "captioner_behind"  # a newer frame of the camera replaced one the model had not taken
+    model_error = "model_error"  # the model failed on the batch
+    backlog = "backlog"  # a bounded queue was full (DROP_OLDEST)
+    disconnected = "disconnected"  # best-effort messages while the broker is away
+    spool_full = "spool_full"  # the alarm spool reached its bound
+
+
+class PublisherState(StrEnum):
+    connecting = "connecting"
+    connected = "connected"
+    disconnected = "disconnected"
+    refused = "refused"  # the broker said no (credentials, ACL)
+    failed = "failed"  # cannot work at all (start failed): /healthz is not ok
+    closed = "closed"
+
+
+# Status events travel on the side channel, one frozen type per fact, so that
+# whoever consumes them (metrics, camera-state messages) dispatches on the type
+# and a count is never mistaken for a state.
+
 @dataclass(frozen=True)
-class StatusEvent:
-    source: str  # camera id, "mqtt", "batcher", ...
-    kind: str  # "camera_state", "drop", "reconnect", "error", ...
-    value: str = ""
+class CameraStateChanged:
+    camera_id: str
+    state: CameraState
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True)
+class CameraReconnecting:
+    camera_id: str
+    attempt: int  # 1 for the first retry after a failure
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True)
+class FramesDropped:
+    """`count` more items dropped since the last event of this (stage, source, cause)."""
+
+    stage: str  # "batcher", "inference", "dispatch", "publish_mqtt", "spool"
+    cause: DropCause
+    count: int
+    camera_id: str = ""  # the camera they belonged to, when there is one
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PublisherStatus:
+    publisher: str
+    state: PublisherState
     detail: str = ""
-    at: float = 0.0  # time.time()
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PublisherError:
+    publisher: str
+    call: str  # which Publisher method raised
+    detail: str
+    at: float = 0.0
+
+
+StatusEvent = CameraStateChanged | CameraReconnecting | FramesDropped | PublisherStatus | PublisherError

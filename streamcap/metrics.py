@@ -8,20 +8,28 @@ this file is the whole list of what `/metrics` shows:
     frames_captioned{camera}         counter  frames that came out of the model with a caption
     camera_reconnects{camera}        counter  reconnect attempts of a camera source
     camera_state{camera}             enum     connecting|connected|reconnecting|down|stopped
-    drops{stage, cause}              counter  anything dropped anywhere (frames, captions, alarms)
+    drops{stage, cause, camera}      counter  anything dropped anywhere (frames, captions, alarms); cause is a DropCause
+    rules_seconds                    histogram time to run every rule on one caption
     batch_size                       histogram frames per model batch
     latency_seconds{stage}           histogram capture_to_caption, caption_to_publish
     alarms_raised{camera, rule}      counter  alarms the rule engine raised
     captions_published{publisher}    counter  captions handed to a publisher
     alarms_published{publisher}      counter  alarms delivered (MQTT: PUBACK received)
     publish_errors{publisher, call}  counter  exceptions caught around publisher calls
+    publisher_state{publisher}       enum     connecting|connected|disconnected|refused|failed|closed
     mqtt_connected                   gauge    1 while the broker session is up
     mqtt_reconnects                  counter  broker connections after the first
     spool_depth                      gauge    alarms waiting in the on-disk spool
     spool_dropped                    counter  alarms dropped because the spool was full
 
+Every label set is bounded: stages and causes are closed sets, cameras and
+rules come from the config. Status events from the side channel are folded
+in by `observe_status`, which dispatches on the event's type.
+
 `Metrics` also keeps the little state `/healthz` reports (camera states, last
-frame time, MQTT state); `health()` turns it into the JSON document.
+frame time, publisher states, slow rules); `health()` turns it into the JSON
+document: `ok`, `degraded` (a camera or the broker is away, or rules are
+slow) or `failed` (a publisher cannot work at all: alarms are not leaving).
 """
 from __future__ import annotations
 
@@ -31,12 +39,18 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
-from streamcap.messages import CameraState, StatusEvent
+from streamcap.messages import (
+    CameraReconnecting, CameraState, CameraStateChanged, DropCause, FramesDropped, PublisherError, PublisherState,
+    PublisherStatus, StatusEvent,
+)
 
 # Batches rarely exceed 32 frames; latency spans a fast GPU (tens of ms) to a
 # loaded 2-core CPU (several seconds).
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RULES_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
+SLOW_RULES_S = 0.1  # all rules on one caption taking longer than this is news for /healthz
+SLOW_RULES_WINDOW_S = 60.0
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -63,7 +77,11 @@ class Metrics:
             "streamcap_camera_state", "Camera connection state", ["camera"],
             states=[s.value for s in CameraState], registry=r,
         )
-        self.drops = Counter("streamcap_drops", "Items dropped, by stage and cause", ["stage", "cause"], registry=r)
+        self.drops = Counter("streamcap_drops", "Items dropped, by stage, cause and camera", ["stage", "cause", "camera"], registry=r)
+        self.rules_seconds = Histogram("streamcap_rules_seconds", "Time to run every rule on one caption",
+                                       buckets=RULES_BUCKETS, registry=r)
+        self.publisher_state = Enum("streamcap_publisher_state", "Publisher state", ["publisher"],
+                                    states=[s.value for s in PublisherState], registry=r)
         self.batch_size = Histogram(
             "streamcap_batch_size", "Frames per model batch", buckets=BATCH_BUCKETS, registry=r
         )
@@ -89,8 +107,10 @@ class Metrics:
         )
         self._lock = threading.Lock()
         self._cameras: dict[str, dict] = {}
-        self._mqtt: dict | None = None  # None: no broker configured
+        self._publishers: dict[str, dict] = {}  # only those that report a state (MQTT); console does not
         self._spool_depth = 0
+        self._slow_rules_until = 0.0
+        self._slowest_rules_s = 0.0
 
     # --- state for /healthz -------------------------------------------------
     def set_camera_state(self, camera: str, state: CameraState | str) -> None:
@@ -99,19 +119,30 @@ class Metrics:
         with self._lock:
             self._cameras.setdefault(camera, {"last_frame_at": None})["state"] = state.value
 
-    def note_frame(self, camera: str, captured_at: float) -> None:
-        self.frames_read.labels(camera=camera).inc()
-        self.note_last_frame(camera, captured_at)
-
     def note_last_frame(self, camera: str, captured_at: float | None) -> None:
         with self._lock:
             self._cameras.setdefault(camera, {"state": CameraState.connecting.value})["last_frame_at"] = captured_at
 
-    def set_mqtt_state(self, state: str, detail: str = "") -> None:
-        """`state` is connected, connecting, disconnected or refused; `detail` says why."""
-        self.mqtt_connected.set(1 if state == "connected" else 0)
+    def set_publisher_state(self, publisher: str, state: PublisherState | str, detail: str = "") -> None:
+        state = PublisherState(state)
+        self.publisher_state.labels(publisher=publisher).state(state.value)
+        if publisher == "mqtt":
+            self.mqtt_connected.set(1 if state == PublisherState.connected else 0)
         with self._lock:
-            self._mqtt = {"state": state, "detail": detail}
+            self._publishers[publisher] = {"state": state.value, "detail": detail}
+
+    def set_mqtt_state(self, state: PublisherState | str, detail: str = "") -> None:
+        self.set_publisher_state("mqtt", state, detail)
+
+    def count_drop(self, stage: str, cause: DropCause, count: int = 1, camera: str = "") -> None:
+        self.drops.labels(stage=stage, cause=DropCause(cause).value, camera=camera).inc(count)
+
+    def observe_rules(self, seconds: float) -> None:
+        self.rules_seconds.observe(seconds)
+        if seconds >= SLOW_RULES_S:
+            with self._lock:
+                self._slow_rules_until = time.monotonic() + SLOW_RULES_WINDOW_S
+                self._slowest_rules_s = max(self._slowest_rules_s, seconds)
 
     def set_spool_depth(self, depth: int) -> None:
         self.spool_depth.set(depth)
@@ -119,35 +150,38 @@ class Metrics:
             self._spool_depth = depth
 
     def observe_status(self, event: StatusEvent) -> None:
-        """Fold a side-channel StatusEvent into the metrics.
-
-        Conventions: kind "camera_state" (source=camera, value=CameraState),
-        "reconnect" (source=camera), "drop" (source=stage, value=cause).
-        Other kinds are ignored here; they are logged by whoever emits them.
-        """
-        if event.kind == "camera_state":
-            self.set_camera_state(event.source, event.value)
-        elif event.kind == "reconnect":
-            self.camera_reconnects.labels(camera=event.source).inc()
-        elif event.kind == "drop":
-            self.drops.labels(stage=event.source, cause=event.value or "unknown").inc()
+        """Fold a side-channel status event into the metrics, by its type."""
+        if isinstance(event, CameraStateChanged):
+            self.set_camera_state(event.camera_id, event.state)
+        elif isinstance(event, CameraReconnecting):
+            self.camera_reconnects.labels(camera=event.camera_id).inc()
+        elif isinstance(event, FramesDropped):
+            self.count_drop(event.stage, event.cause, event.count, event.camera_id)
+        elif isinstance(event, PublisherStatus):
+            self.set_publisher_state(event.publisher, event.state, event.detail)
+        elif isinstance(event, PublisherError):
+            self.publish_errors.labels(publisher=event.publisher, call=event.call).inc()
 
     def health(self) -> dict:
-        """ok when every camera is connected and the broker (if any) is up."""
+        """ok when every camera is connected, every publisher up and the rules quick; failed when a publisher cannot work."""
         with self._lock:
             cameras = {
                 cam: {"state": info.get("state", CameraState.connecting.value),
                       "last_frame_time": iso_time(info.get("last_frame_at"))}
                 for cam, info in sorted(self._cameras.items())
             }
-            mqtt = dict(self._mqtt) if self._mqtt is not None else None
+            publishers = {name: dict(info) for name, info in sorted(self._publishers.items())}
+            mqtt = dict(publishers["mqtt"]) if "mqtt" in publishers else None
             if mqtt is not None:
                 mqtt["spool_depth"] = self._spool_depth
-        healthy = all(c["state"] == CameraState.connected.value for c in cameras.values())
-        healthy = healthy and (mqtt is None or mqtt["state"] == "connected")
-        return {
-            "status": "ok" if healthy else "degraded",
-            "time": iso_time(time.time()),
-            "cameras": cameras,
-            "mqtt": mqtt,
-        }
+            slow = time.monotonic() < self._slow_rules_until
+            rules = {"slow": slow, "slowest_ms": round(self._slowest_rules_s * 1000, 1)}
+        if any(p["state"] == PublisherState.failed.value for p in publishers.values()):
+            status = "failed"
+        elif (all(c["state"] == CameraState.connected.value for c in cameras.values())
+              and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow):
+            status = "ok"
+        else:
+            status = "degraded"
+        return {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
+                "publishers": publishers, "rules": rules}

@@ -31,7 +31,7 @@ import time
 from typing import Callable
 
 from streamcap.capture.hub import CaptureHub
-from streamcap.messages import AlarmType, Caption, StatusEvent
+from streamcap.messages import AlarmType, CameraStateChanged, Caption, DropCause, StatusEvent
 from streamcap.metrics import Metrics
 from streamcap.publish.base import PublisherSet
 from streamcap.rules.engine import RuleEngine
@@ -87,7 +87,8 @@ class Pipeline:
                     descriptions = self.captioner.describe([f.image for f in frames])
                 except Exception:  # noqa: BLE001 - a model failure must not kill the box
                     log.exception("captioning a batch of %d frames failed; skipped", len(frames))
-                    self.metrics.drops.labels("inference", "model_error").inc(len(frames))
+                    for frame in frames:
+                        self.metrics.count_drop("inference", DropCause.model_error, 1, frame.camera_id)
                     continue
                 done = time.monotonic()
                 for frame, description in zip(frames, descriptions):
@@ -110,8 +111,8 @@ class Pipeline:
                 return
             except queue.Full:
                 try:
-                    self._captions.get_nowait()  # DROP_OLDEST: the newest caption is the most useful
-                    self.metrics.drops.labels("dispatch", "backlog").inc()
+                    dropped = self._captions.get_nowait()  # DROP_OLDEST: the newest caption is the most useful
+                    self.metrics.count_drop("dispatch", DropCause.backlog, 1, getattr(dropped, "camera_id", ""))
                 except queue.Empty:
                     pass
 
@@ -141,6 +142,8 @@ class Pipeline:
                 continue
             if item is _END:
                 self._publish_alarms(self._run_rules(self.rules.end_all))
+                for report in self.hub.batcher.flush_drop_reports():
+                    self.metrics.observe_status(report)
                 self._drain_status()
                 return
             self._dispatch_caption(item)
@@ -148,7 +151,10 @@ class Pipeline:
     def _dispatch_caption(self, caption: Caption) -> None:
         self.publishers.publish_caption(caption)
         self.metrics.latency_seconds.labels("caption_to_publish").observe(time.monotonic() - caption.captioned_mono)
-        self._publish_alarms(self._run_rules(lambda: self.rules.process(caption), caption.camera_id))
+        started = time.perf_counter()
+        alarms = self._run_rules(lambda: self.rules.process(caption), caption.camera_id)
+        self.metrics.observe_rules(time.perf_counter() - started)
+        self._publish_alarms(alarms)
 
     def _run_rules(self, call: Callable[[], list], camera_id: str = "") -> list:
         try:
@@ -170,9 +176,10 @@ class Pipeline:
             except queue.Empty:
                 return
             self.metrics.observe_status(event)
-            if event.kind == "camera_state":
-                last = self.hub.cameras[event.source].stats().last_frame_at if event.source in self.hub.cameras else None
-                self.publishers.publish_camera_state(event.source, event.value, last)
+            if isinstance(event, CameraStateChanged):
+                camera = self.hub.cameras.get(event.camera_id)
+                last = camera.stats().last_frame_at if camera is not None else None
+                self.publishers.publish_camera_state(event.camera_id, event.state, last)
 
     def _sync_camera_stats(self) -> None:
         """Readers count frames without touching metrics (they must never block); fold the counts in once a second."""
@@ -180,6 +187,8 @@ class Pipeline:
         if now < self._next_stats_sync:
             return
         self._next_stats_sync = now + 1.0
+        for report in self.hub.batcher.flush_drop_reports():  # exact within a second, however rate-limited the log is
+            self.metrics.observe_status(report)
         for camera_id, camera in self.hub.cameras.items():
             stats = camera.stats()
             new = stats.frames_read - self._frames_counted.get(camera_id, 0)

@@ -15,7 +15,9 @@ turn (oldest waiting first) rather than the fastest camera winning.
 `next_batch` waits up to `timeout_s` for a first frame, then up to `max_wait_ms`
 from that frame's arrival for more cameras, and returns as soon as `max_batch`
 cameras are pending. Drops are logged and sent to `on_status` as `drop` events,
-at most once per `report_every_s` per camera.
+at most once per `report_every_s` per camera, each with the count since the
+last one, so the events add up to the drops exactly (`flush_drop_reports`
+hands over what the rate limit held back).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from streamcap.messages import Frame, FrameBatch, StatusEvent
+from streamcap.messages import DropCause, Frame, FrameBatch, FramesDropped, StatusEvent
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +81,35 @@ class Batcher:
                 event = self._drop_report(camera)
             self._cond.notify_all()
         if event is not None:
-            log.warning("camera %r: %s", camera, event.detail)
+            log.warning("camera %r: captioner is behind: kept the newest frame, dropped %d since the last report (%d in all)",
+                        camera, event.count, self._drops[camera])
             if self.on_status is not None:
                 try:
                     self.on_status(event)
                 except Exception:
                     log.exception("batcher: status callback failed")
 
-    def _drop_report(self, camera: str) -> StatusEvent | None:
+    def _drop_report(self, camera: str) -> FramesDropped | None:
+        """The drops since the last report of this camera, at most once per report_every_s (flush() takes the rest)."""
         now = time.monotonic()
         when, drops_then = self._reported.get(camera, (float("-inf"), 0))
         if now - when < self.report_every_s:
             return None
-        total = self._drops[camera]
+        return self._report(camera, now, drops_then)
+
+    def _report(self, camera: str, now: float, drops_then: int) -> FramesDropped | None:
+        total = self._drops.get(camera, 0)
+        if total == drops_then:
+            return None
         self._reported[camera] = (now, total)
-        detail = f"captioner is behind: kept the newest frame, dropped {total - drops_then} since last report ({total} in all)"
-        return StatusEvent(camera, "drop", str(total), detail, time.time())
+        return FramesDropped("batcher", DropCause.captioner_behind, total - drops_then, camera, time.time())
+
+    def flush_drop_reports(self) -> list[FramesDropped]:
+        """Reports for the drops not yet reported (the rate limit holds some back): so that metrics add up exactly."""
+        with self._cond:
+            now = time.monotonic()
+            reports = [self._report(camera, now, self._reported.get(camera, (0.0, 0))[1]) for camera in list(self._drops)]
+        return [r for r in reports if r is not None]
 
     def next_batch(self, timeout_s: float) -> FrameBatch | None:
         """Up to max_batch frames (one per camera), or None on timeout or close."""

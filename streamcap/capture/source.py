@@ -39,7 +39,7 @@ from typing import Any, Callable
 import cv2
 
 from streamcap.capture.video import OpenError, file_fps, open_capture, resolve_kind
-from streamcap.messages import CameraState, Frame, StatusEvent
+from streamcap.messages import CameraReconnecting, CameraState, CameraStateChanged, Frame, StatusEvent
 from streamcap.util.backoff import Backoff
 from streamcap.util.redact import redact_url
 
@@ -210,7 +210,7 @@ class CameraSource:
     def _wait_to_retry(self, state: CameraState, why: str) -> None:
         delay = self._backoff.next_delay()
         self._set_state(state, f"{why}; retrying in {delay:.1f} s")
-        self._emit("reconnect", str(self._reconnects + 1), f"{why}; next attempt in {delay:.1f} s")
+        self._emit(CameraReconnecting(self.camera_id, self._reconnects + 1, f"{why}; next attempt in {delay:.1f} s", time.time()))
         if not self._stop.wait(delay):
             self._reconnects += 1
 
@@ -302,12 +302,12 @@ class CameraSource:
             return
         level = logging.WARNING if state in (CameraState.down, CameraState.reconnecting) else logging.INFO
         log.log(level, "camera %r: %s: %s", self.camera_id, state.value, detail)
-        self._emit("camera_state", state.value, detail)
+        self._emit(CameraStateChanged(self.camera_id, state, detail, time.time()))
 
-    def _emit(self, kind: str, value: str, detail: str) -> None:
+    def _emit(self, event: StatusEvent) -> None:
         if self.on_status is None:
             return
         try:
-            self.on_status(StatusEvent(self.camera_id, kind, value, detail, time.time()))
+            self.on_status(event)
         except Exception:
             log.exception("camera %r: status callback failed", self.camera_id)

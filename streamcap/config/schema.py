@@ -237,20 +237,25 @@ class MqttTlsConfig(StrictModel):
 
 
 class MqttConfig(StrictModel):
-    host: str = Field(min_length=1, description="Broker host name or IP address.")
+    host: str = Field(min_length=1, max_length=253, description="Broker host name or IP address.")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port (1883 plain, 8883 TLS).")
     prefix: str = Field(default="streamcap", description="First topic level(s): <prefix>/<device>/...")
     username: str | None = Field(default=None, description="Broker user name.")
     password: SecretStr | None = Field(default=None, description="Broker password; use ${ENV_VAR}. Never logged.")
     tls: MqttTlsConfig | None = Field(default=None, description="Connect with TLS; omit for plain MQTT.")
-    client_id: str | None = Field(default=None, description="MQTT client id. Default: streamcap-<device_id>.")
-    keepalive_s: int = Field(default=30, ge=5, le=65535, description="MQTT keepalive; the broker publishes the offline will after ~1.5x this.")
+    client_id: str | None = Field(default=None, max_length=200, description="MQTT client id. Default: streamcap-<device_id>.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive; the broker publishes the offline will after ~1.5x this.")
     qos_caption: int = Field(default=0, ge=0, le=2, description="QoS of caption messages (frequent, 0 is fine).")
     qos_alarm: int = Field(default=1, ge=0, le=2, description="QoS of alarm messages.")
     qos_status: int = Field(default=1, ge=0, le=2, description="QoS of the retained status message.")
     spool_dir: Path = Field(default=Path(".streamcap/spool"), description="Where alarms wait on disk while the broker is unreachable.")
-    spool_max_messages: int = Field(default=10000, ge=1, description="Oldest spooled alarms are dropped beyond this many.")
+    spool_max_messages: int = Field(default=10000, ge=1, le=10_000_000, description="Oldest spooled alarms are dropped beyond this many.")
+    spool_durable: bool = Field(default=True, description="fsync each spooled alarm: it survives a power cut, not just a crash.")
     publish_snapshots: bool = Field(default=True, description="Publish alarm snapshots (JPEG) on <prefix>/<device>/<camera>/snapshot.")
+    max_pending_captions: int = Field(default=100, ge=1, le=100_000, description="Captions waiting to be written to the broker; beyond this they are dropped (and counted).")
+    alarm_window: int = Field(default=1, ge=1, le=1000, description="Alarm messages awaiting the broker's acknowledgement at once; 1 keeps order through any broker.")
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=60, description="First delay before reconnecting to the broker.")
+    reconnect_max_s: float = Field(default=2.0, gt=0, le=300, description="Longest delay between reconnect attempts: the broker is back within this of returning.")
 
     @field_validator("prefix")
     @classmethod
@@ -268,7 +273,17 @@ class MqttConfig(StrictModel):
     def _check_credentials(self) -> MqttConfig:
         if self.password is not None and self.username is None:
             raise ValueError("password needs username")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls is not None
+
+    def client_id_for(self, device_id: str) -> str:
+        # Stable per device: a restarted process takes over its old session.
+        return self.client_id or f"streamcap-{device_id}"
 
 
 class OutputsConfig(StrictModel):

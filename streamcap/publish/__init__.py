@@ -2,8 +2,7 @@
 from streamcap.publish.base import Publisher, PublisherSet
 from streamcap.publish.console import ConsolePublisher
 from streamcap.publish.mqtt import MqttPublisher
-from streamcap.publish.mqtt_settings import MqttSettings
 from streamcap.publish.spool import AlarmSpool, SpoolLockedError
 
-__all__ = ["AlarmSpool", "ConsolePublisher", "MqttPublisher", "MqttSettings", "Publisher", "PublisherSet",
+__all__ = ["AlarmSpool", "ConsolePublisher", "MqttPublisher", "Publisher", "PublisherSet",
            "SpoolLockedError"]

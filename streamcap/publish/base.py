@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
-from streamcap.messages import Alarm, CameraState, Caption, StatusEvent
+from streamcap.messages import Alarm, CameraState, Caption, PublisherError, PublisherState, StatusEvent
 from streamcap.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,15 @@ class PublisherSet:
         self._suppressed: dict[tuple[str, str], int] = {}
 
     def start(self) -> None:
-        self._each("start")
+        """Start each publisher; one that cannot start is reported `failed` (so /healthz is not ok) and the rest run."""
+        for pub in self.publishers:
+            try:
+                pub.start()
+            except Exception as exc:
+                name = getattr(pub, "name", type(pub).__name__)
+                log.error("publisher %s: cannot start: %s", name, exc)
+                self._metrics.set_publisher_state(name, PublisherState.failed, str(exc))
+                self._report(pub, "start", exc)
 
     def publish_caption(self, caption: Caption) -> None:
         self._each("publish_caption", caption)
@@ -100,7 +108,6 @@ class PublisherSet:
                 log.error("publisher %s: %s failed: %s: %s%s", name, call, type(exc).__name__, exc, more,
                           exc_info=exc if last is None else None)
             if self._on_status is not None:
-                self._on_status(StatusEvent(source=name, kind="error", value=call,
-                                            detail=f"{type(exc).__name__}: {exc}", at=time.time()))
+                self._on_status(PublisherError(name, call, f"{type(exc).__name__}: {exc}", time.time()))
         except Exception:  # reporting itself must not raise either
             log.exception("publisher %s: error while reporting a failure", name)

@@ -35,7 +35,7 @@ def _weights_digest(path: str) -> str:
 
 def _cache_stem(encoder: ImageEncoder, image_ids: list[str]) -> str:
     """Same encoder, same weights, same image list: same cache; any of them different: a new one."""
-    key = "\n".join([encoder.name, _weights_digest(encoder.weights_file), *image_ids])
+    key = "\n".join([encoder.name, str(encoder.spec.input_size), _weights_digest(encoder.weights_file), *image_ids])
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return f"{encoder.name}-{len(image_ids)}-{digest}"
 

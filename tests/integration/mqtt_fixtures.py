@@ -311,3 +311,13 @@ def subscriber_factory():
     finally:
         for sub in made:
             sub.stop()
+
+
+def mqtt_config(tls_ca=None, tls_certfile=None, tls_keyfile=None, tls_insecure=False, use_tls=False, **fields):
+    """A real MqttConfig from flat test arguments (`tls_ca=...` for the nested `tls:` block)."""
+    from streamcap.config.schema import MqttConfig
+
+    fields.setdefault("host", "127.0.0.1")
+    if tls_ca or tls_certfile or use_tls:
+        fields["tls"] = {"ca": tls_ca, "certfile": tls_certfile, "keyfile": tls_keyfile, "insecure": tls_insecure}
+    return MqttConfig.model_validate(fields)

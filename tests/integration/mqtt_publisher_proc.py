@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo, when r
 from streamcap.messages import Alarm, Severity  # noqa: E402
 from streamcap.metrics import Metrics  # noqa: E402
 from streamcap.publish.mqtt import MqttPublisher  # noqa: E402
-from streamcap.publish.mqtt_settings import MqttSettings  # noqa: E402
+from mqtt_fixtures import mqtt_config  # noqa: E402
 
 
 def make_alarm(i: int, camera: str = "gate") -> Alarm:
@@ -45,13 +45,13 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
 
-    settings = MqttSettings(
-        host="127.0.0.1", port=args.port, prefix=args.prefix, device_id=args.device, spool_dir=args.spool,
+    settings = mqtt_config(
+        host="127.0.0.1", port=args.port, prefix=args.prefix, spool_dir=args.spool,
         username=args.username, password=os.environ.get(args.password_env) if args.password_env else None,
         keepalive_s=5,
     )
     metrics = Metrics()
-    publisher = MqttPublisher(settings, metrics)
+    publisher = MqttPublisher(settings, args.device, metrics)
     publisher.start()
     if args.wait_connected:
         if not publisher.wait_connected(30):

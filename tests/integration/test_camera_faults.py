@@ -16,7 +16,7 @@ import pytest
 from rtsp_fixtures import videos_dir
 
 from streamcap.capture import Batcher, CameraSource, CaptureHub, FrameSampler
-from streamcap.messages import CameraState, StatusEvent
+from streamcap.messages import CameraReconnecting, CameraState, CameraStateChanged, StatusEvent
 
 pytestmark = pytest.mark.integration
 
@@ -89,11 +89,11 @@ def test_killed_server_is_reported_and_frames_resume_after_restart(rtsp_server, 
     wait_for(frames_grow(camera), "frames to resume")
 
     # then
-    states = [e.value for e in events if e.kind == "camera_state"]
+    states = [e.state.value for e in events if isinstance(e, CameraStateChanged)]
     assert states[:4] == ["connecting", "connected", "reconnecting", "down"], states
     assert states[-1] == "connected"
     assert camera.stats().reconnects >= 1
-    assert any(e.kind == "reconnect" for e in events)
+    assert any(isinstance(e, CameraReconnecting) for e in events)
 
 
 def test_frozen_server_is_detected_as_hung_and_recovers_when_it_resumes(rtsp_server, cameras):

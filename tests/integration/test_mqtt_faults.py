@@ -22,7 +22,7 @@ from mqtt_fixtures import (  # noqa: F401 (fixtures)
 from streamcap.messages import Alarm, Severity
 from streamcap.metrics import Metrics
 from streamcap.publish.mqtt import MqttPublisher
-from streamcap.publish.mqtt_settings import MqttSettings
+from mqtt_fixtures import mqtt_config
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +72,9 @@ def test_broker_restart_mid_run_loses_and_repeats_nothing(mosquitto, tmp_path, s
     # given
     sub = subscriber_factory(mosquitto, ["streamcap/dev/+/alarm"], qos=1, persistent=True)
     metrics = Metrics()
-    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, device_id="dev", keepalive_s=5,
+    settings = mqtt_config(host=mosquitto.host, port=mosquitto.port, keepalive_s=5,
                             spool_dir=str(tmp_path / "spool"), reconnect_min_s=1, reconnect_max_s=1)
-    pub = MqttPublisher(settings, metrics)
+    pub = MqttPublisher(settings, "dev", metrics)
     pub.start()
     assert pub.wait_connected(DEADLINE_S), pub.last_error
     sent: list[str] = []
@@ -162,9 +162,9 @@ def test_alarms_spooled_while_the_broker_is_down_survive_publisher_restarts(
 def test_close_returns_and_keeps_the_alarm_when_the_broker_hangs(mosquitto, tmp_path):
     # given: a broker that accepted the connection and then stopped answering
     metrics = Metrics()
-    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, device_id="dev", keepalive_s=60,
+    settings = mqtt_config(host=mosquitto.host, port=mosquitto.port, keepalive_s=60,
                             spool_dir=str(tmp_path / "spool"))
-    pub = MqttPublisher(settings, metrics)
+    pub = MqttPublisher(settings, "dev", metrics)
     pub.start()
     assert pub.wait_connected(DEADLINE_S), pub.last_error
     mosquitto.freeze()
@@ -182,10 +182,10 @@ def test_long_outage_keeps_the_newest_alarms_and_counts_the_dropped(mosquitto, t
     # given: a spool of 5 and a broker that is down
     sub = subscriber_factory(mosquitto, ["streamcap/dev/+/alarm"], qos=1, persistent=True)
     metrics = Metrics()
-    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, device_id="dev", keepalive_s=5,
+    settings = mqtt_config(host=mosquitto.host, port=mosquitto.port, keepalive_s=5,
                             spool_dir=str(tmp_path / "spool"), spool_max_messages=5,
                             reconnect_min_s=1, reconnect_max_s=1)
-    pub = MqttPublisher(settings, metrics)
+    pub = MqttPublisher(settings, "dev", metrics)
     mosquitto.stop()
     pub.start()
     try:
@@ -198,6 +198,6 @@ def test_long_outage_keeps_the_newest_alarms_and_counts_the_dropped(mosquitto, t
         sub.wait_for(lambda s: len(first_deliveries(s)) >= 5, DEADLINE_S, "the 5 kept alarms")
         assert first_deliveries(sub) == [f"alarm-{i:05d}" for i in range(7, 12)]
         assert metrics.registry.get_sample_value("streamcap_spool_dropped_total") == 7
-        assert metrics.registry.get_sample_value("streamcap_drops_total", {"stage": "spool", "cause": "full"}) == 7
+        assert metrics.registry.get_sample_value("streamcap_drops_total", {"stage": "spool", "cause": "spool_full", "camera": ""}) == 7
     finally:
         pub.close(timeout_s=2)

@@ -17,8 +17,8 @@ from mqtt_fixtures import (  # noqa: F401 (fixtures)
 )
 from streamcap.messages import Alarm, CameraState, Caption, Severity
 from streamcap.metrics import Metrics
-from streamcap.publish.mqtt import MqttPublisher
-from streamcap.publish.mqtt_settings import MqttSettings
+from streamcap.publish.mqtt import MqttPublisher, PublisherUnavailable, preflight
+from mqtt_fixtures import mqtt_config
 from streamcap.publish.spool import AlarmSpool
 
 pytestmark = pytest.mark.integration
@@ -28,8 +28,8 @@ ISO = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$"
 DEADLINE_S = 20
 
 
-def settings_for(broker, tmp_path, **kw) -> MqttSettings:
-    return MqttSettings(host=broker.host, port=broker.port, prefix="sc", device_id="dev",
+def settings_for(broker, tmp_path, **kw):
+    return mqtt_config(host=broker.host, port=broker.port, prefix="sc",
                         spool_dir=str(tmp_path / "spool"), keepalive_s=5, **kw)
 
 
@@ -38,7 +38,7 @@ def publisher_factory(tmp_path):
     made: list[MqttPublisher] = []
 
     def make(broker, metrics: Metrics | None = None, **kw) -> MqttPublisher:
-        pub = MqttPublisher(settings_for(broker, tmp_path, **kw), metrics or Metrics())
+        pub = MqttPublisher(settings_for(broker, tmp_path, **kw), "dev", metrics or Metrics())
         pub.start()
         made.append(pub)
         return pub
@@ -150,7 +150,7 @@ def test_camera_state_is_retained_and_resent_on_connect(mosquitto, publisher_fac
 
 def test_clean_close_publishes_stopped(mosquitto, tmp_path, subscriber_factory):
     # given
-    pub = MqttPublisher(settings_for(mosquitto, tmp_path), Metrics())
+    pub = MqttPublisher(settings_for(mosquitto, tmp_path), "dev", Metrics())
     pub.start()
     assert pub.wait_connected(DEADLINE_S), pub.last_error
     # when
@@ -230,7 +230,7 @@ def test_wrong_password_is_one_clear_error_without_the_password(mosquitto_auth, 
     assert len(errors) == 1, [r.getMessage() for r in errors]
     assert metrics.health()["mqtt"]["state"] == "refused"
     assert wrong not in caplog.text
-    assert wrong not in repr(pub.settings)
+    assert wrong not in repr(pub.config)
 
 
 def test_captions_are_dropped_and_counted_while_the_broker_is_away(mosquitto, publisher_factory):
@@ -245,7 +245,7 @@ def test_captions_are_dropped_and_counted_while_the_broker_is_away(mosquitto, pu
         pub.publish_caption(make_caption())
     # then
     assert metrics.registry.get_sample_value(
-        "streamcap_drops_total", {"stage": "publish_mqtt", "cause": "disconnected"}) == 3
+        "streamcap_drops_total", {"stage": "publish_mqtt", "cause": "disconnected", "camera": "gate"}) == 3
     assert metrics.health()["status"] == "degraded"
 
 
@@ -263,7 +263,7 @@ def test_caption_backlog_is_bounded_and_drops_are_counted(mosquitto, publisher_f
     published = lambda: metrics.registry.get_sample_value(  # noqa: E731
         "streamcap_captions_published_total", {"publisher": "mqtt"})
     assert published() == 5
-    assert metrics.registry.get_sample_value("streamcap_drops_total", {"stage": "publish_mqtt", "cause": "backlog"}) == 15
+    assert metrics.registry.get_sample_value("streamcap_drops_total", {"stage": "publish_mqtt", "cause": "backlog", "camera": "gate"}) == 15
     # and when the broker answers again, the backlog clears and captions flow
     mosquitto.thaw()
     sub.wait_for(lambda s: len(s.on("/caption")) == 5, DEADLINE_S, "the 5 queued captions")
@@ -274,13 +274,19 @@ def test_caption_backlog_is_bounded_and_drops_are_counted(mosquitto, publisher_f
         "caption 0", "caption 1", "caption 2", "caption 3", "caption 4", "after"]
 
 
-def test_missing_tls_file_is_one_clear_error_and_frees_the_spool(tmp_path):
-    # given
-    settings = MqttSettings(spool_dir=str(tmp_path / "spool"), tls_ca=str(tmp_path / "no-such-ca.pem"))
-    pub = MqttPublisher(settings, Metrics())
-    # when
-    with pytest.raises(ValueError) as err:
+def test_missing_tls_file_fails_preflight_and_a_failed_start_still_spools_alarms(tmp_path):
+    # given TLS pointing at a file that is not there
+    settings = mqtt_config(spool_dir=str(tmp_path / "spool"), tls_ca=str(tmp_path / "no-such-ca.pem"))
+    # then the check before start names it in one line
+    with pytest.raises(PublisherUnavailable, match=r"mqtt.tls: cannot load the certificates \(ca=.*no-such-ca.pem\)"):
+        preflight(settings)
+    # and a publisher started anyway says failed, keeps its spool, and alarms still reach the disk
+    metrics = Metrics()
+    pub = MqttPublisher(settings, "dev", metrics)
+    with pytest.raises(PublisherUnavailable):
         pub.start()
-    # then
-    assert "mqtt.tls" in str(err.value) and "no-such-ca.pem" in str(err.value)
-    AlarmSpool(tmp_path / "spool").close()  # would raise SpoolLockedError if start() had kept it
+    assert metrics.health()["status"] == "failed" and metrics.health()["mqtt"]["state"] == "failed"
+    pub.publish_alarm(make_alarm(1))
+    pub.close(timeout_s=1)
+    with AlarmSpool(tmp_path / "spool") as spool:
+        assert [e.key for e in spool.peek(limit=5)] == ["alarm-00001:0"]

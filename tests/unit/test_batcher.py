@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from streamcap.capture.batcher import Batcher
-from streamcap.messages import Frame, StatusEvent
+from streamcap.messages import DropCause, Frame, StatusEvent
 
 IMAGE = np.zeros((4, 4, 3), np.uint8)
 
@@ -85,7 +85,13 @@ def test_overload_keeps_the_newest_frame_per_camera_and_counts_drops():
     stats = batcher.stats()
     assert stats.drops == {"a": 9, "b": 2}
     assert stats.pending == 0
-    assert [(e.source, e.kind) for e in events] == [("a", "drop"), ("b", "drop")], "one report per camera per period"
+    assert [(e.camera_id, e.count) for e in events] == [("a", 1), ("b", 1)], "one report per camera per period"
+    # and the reports held back by the rate limit come out on flush, so the counts add up exactly
+    flushed = batcher.flush_drop_reports()
+    assert sorted((e.camera_id, e.count) for e in flushed) == [("a", 8), ("b", 1)]
+    assert sum(e.count for e in events + flushed) == sum(stats.drops.values()) == 11
+    assert all(e.cause == DropCause.captioner_behind and e.stage == "batcher" for e in events + flushed)
+    assert batcher.flush_drop_reports() == []
 
 
 def test_a_replaced_frame_keeps_its_camera_place_in_line():

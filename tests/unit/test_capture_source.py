@@ -11,7 +11,7 @@ import pytest
 
 from streamcap.capture import Batcher, CameraSource, CaptureHub, FrameSampler, build_hub
 from streamcap.capture.video import has_gstreamer, resolve_kind
-from streamcap.messages import CameraState, StatusEvent
+from streamcap.messages import CameraState, CameraStateChanged, StatusEvent
 
 VIDEOS = Path(os.environ.get("STREAMCAP_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "videos"
 WAIT_S = 30.0  # generous: the box is shared with a training job
@@ -107,7 +107,7 @@ def test_file_camera_without_loop_stops_at_the_end(cameras, short_clip):
     # then
     assert camera.stats().frames_read == 8
     assert camera.detail.startswith("end of file")
-    assert [e.value for e in events if e.kind == "camera_state"] == ["connecting", "connected", "stopped"]
+    assert [e.state.value for e in events if isinstance(e, CameraStateChanged)] == ["connecting", "connected", "stopped"]
 
 
 def test_unread_frames_are_overwritten_and_counted_as_drops(cameras, short_clip):
@@ -194,7 +194,7 @@ def test_stop_joins_the_reader_and_reports_stopped(short_clip):
     # then
     assert joined
     assert camera.state == CameraState.stopped
-    assert events[-1].value == "stopped"
+    assert events[-1].state == CameraState.stopped
 
 
 def test_hub_batches_sampled_frames_from_several_cameras(short_clip, tmp_path):

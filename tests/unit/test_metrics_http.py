@@ -9,7 +9,10 @@ from datetime import datetime
 import pytest
 
 from streamcap.http import MetricsServer
-from streamcap.messages import CameraState, StatusEvent
+from streamcap.messages import (
+    CameraReconnecting, CameraState, CameraStateChanged, DropCause, FramesDropped, PublisherError, PublisherState,
+    PublisherStatus,
+)
 from streamcap.metrics import Metrics
 
 EXPECTED_NAMES = [
@@ -18,6 +21,7 @@ EXPECTED_NAMES = [
     "streamcap_latency_seconds_bucket", "streamcap_alarms_raised_total", "streamcap_captions_published_total",
     "streamcap_alarms_published_total", "streamcap_publish_errors_total", "streamcap_mqtt_connected",
     "streamcap_mqtt_reconnects_total", "streamcap_spool_depth", "streamcap_spool_dropped_total",
+    "streamcap_rules_seconds_bucket", "streamcap_publisher_state",
 ]
 
 
@@ -38,11 +42,14 @@ def served():
 
 
 def touch_everything(m: Metrics) -> None:
-    m.note_frame("gate", 1_764_064_885.0)
+    m.frames_read.labels(camera="gate").inc()
+    m.note_last_frame("gate", 1_764_064_885.0)
     m.frames_captioned.labels(camera="gate").inc()
     m.camera_reconnects.labels(camera="gate").inc()
     m.set_camera_state("gate", CameraState.connected)
-    m.drops.labels(stage="sampler", cause="queue_full").inc()
+    m.count_drop("batcher", DropCause.captioner_behind, 3, "gate")
+    m.observe_rules(0.002)
+    m.set_publisher_state("mqtt", PublisherState.connected)
     m.batch_size.observe(4)
     m.latency_seconds.labels(stage="capture_to_caption").observe(0.3)
     m.alarms_raised.labels(camera="gate", rule="person_at_gate").inc()
@@ -99,7 +106,7 @@ def test_healthz_is_ok_only_when_cameras_and_broker_are_up(served, cameras, mqtt
 def test_healthz_reports_last_frame_time_and_spool_depth(served):
     # given
     metrics, server = served
-    metrics.note_frame("gate", 1_764_064_885.25)
+    metrics.note_last_frame("gate", 1_764_064_885.25)
     metrics.set_mqtt_state("connected")
     metrics.set_spool_depth(7)
     # when
@@ -108,6 +115,7 @@ def test_healthz_reports_last_frame_time_and_spool_depth(served):
     last = datetime.fromisoformat(doc["cameras"]["gate"]["last_frame_time"])
     assert last.tzinfo is not None and last.timestamp() == 1_764_064_885.25
     assert doc["mqtt"] == {"state": "connected", "detail": "", "spool_depth": 7}
+    assert doc["publishers"] == {"mqtt": {"state": "connected", "detail": ""}}
 
 
 def test_unknown_path_is_404(served):
@@ -150,18 +158,33 @@ def test_port_in_use_is_one_clear_error():
 
 
 @pytest.mark.parametrize(
-    "event, sample, labels",
+    "event, sample, labels, value",
     [
-        (StatusEvent("gate", "reconnect"), "streamcap_camera_reconnects_total", {"camera": "gate"}),
-        (StatusEvent("sampler", "drop", "queue_full"), "streamcap_drops_total", {"stage": "sampler", "cause": "queue_full"}),
-        (StatusEvent("gate", "camera_state", "down"), "streamcap_camera_state",
-         {"camera": "gate", "streamcap_camera_state": "down"}),
+        (CameraReconnecting("gate", 1, "refused", 0.0), "streamcap_camera_reconnects_total", {"camera": "gate"}, 1),
+        (FramesDropped("batcher", DropCause.captioner_behind, 57, "gate"), "streamcap_drops_total",
+         {"stage": "batcher", "cause": "captioner_behind", "camera": "gate"}, 57),
+        (CameraStateChanged("gate", CameraState.down, "gone", 0.0), "streamcap_camera_state",
+         {"camera": "gate", "streamcap_camera_state": "down"}, 1),
+        (PublisherStatus("mqtt", PublisherState.refused, "not authorized"), "streamcap_publisher_state",
+         {"publisher": "mqtt", "streamcap_publisher_state": "refused"}, 1),
+        (PublisherError("mqtt", "publish_alarm", "OSError: disk full"), "streamcap_publish_errors_total",
+         {"publisher": "mqtt", "call": "publish_alarm"}, 1),
     ],
 )
-def test_status_events_fold_into_metrics(event, sample, labels):
+def test_status_events_fold_into_metrics_by_type(event, sample, labels, value):
     # given
     metrics = Metrics()
     # when
     metrics.observe_status(event)
-    # then
-    assert metrics.registry.get_sample_value(sample, labels) == 1
+    # then the count is the event's count, under bounded labels (never a running total as a label)
+    assert metrics.registry.get_sample_value(sample, labels) == value
+
+
+def test_a_failed_publisher_makes_health_failed_and_slow_rules_degraded():
+    metrics = Metrics()
+    metrics.set_publisher_state("mqtt", PublisherState.failed, "cannot write the spool")
+    assert metrics.health()["status"] == "failed"
+    metrics = Metrics()
+    metrics.observe_rules(0.5)
+    health = metrics.health()
+    assert health["status"] == "degraded" and health["rules"] == {"slow": True, "slowest_ms": 500.0}

@@ -92,5 +92,6 @@ def test_a_model_error_on_one_batch_is_counted_and_captioning_continues(shared_d
         _wait(lambda: len(_events(tmp_path, "caption")) >= 2, 120, "captions after the failure")
     finally:
         app.stop()
-    dropped = app.pipeline.metrics.drops.labels("inference", "model_error")._value.get()
+    dropped = app.pipeline.metrics.registry.get_sample_value(
+        "streamcap_drops_total", {"stage": "inference", "cause": "model_error", "camera": "lot"})
     assert dropped >= 1

@@ -77,8 +77,10 @@ def test_a_broken_publisher_does_not_stop_the_others(call, expected):
         call_name, call_name)
     assert metrics.registry.get_sample_value(
         "streamcap_publish_errors_total", {"publisher": "broken", "call": call_name}) == 1
-    assert [(e.source, e.kind, e.value) for e in events] == [("broken", "error", call_name)]
+    assert [(e.publisher, e.call) for e in events] == [("broken", call_name)]
     assert "exploded" in events[0].detail
+    if call_name == "start":  # a publisher that cannot start is failed, and so is the box's health
+        assert metrics.health()["status"] == "failed" and metrics.health()["publishers"]["broken"]["state"] == "failed"
 
 
 def test_repeated_failures_are_logged_once_per_interval_but_all_counted(caplog):
@@ -97,11 +99,11 @@ def test_repeated_failures_are_logged_once_per_interval_but_all_counted(caplog):
 
 
 def test_shipped_publishers_satisfy_the_protocol(tmp_path):
+    from streamcap.config.schema import MqttConfig
     from streamcap.publish.mqtt import MqttPublisher
-    from streamcap.publish.mqtt_settings import MqttSettings
 
     assert isinstance(ConsolePublisher(), Publisher)
-    assert isinstance(MqttPublisher(MqttSettings(spool_dir=str(tmp_path))), Publisher)
+    assert isinstance(MqttPublisher(MqttConfig(host="127.0.0.1", spool_dir=str(tmp_path)), "dev"), Publisher)
 
 
 def test_jsonl_only_console_writes_nothing_to_the_stream(tmp_path):
