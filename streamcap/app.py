@@ -7,14 +7,15 @@ validation, and fails with a one-line reason.
 from __future__ import annotations
 
 import logging
-import queue
 from dataclasses import dataclass
 
 from streamcap.backends.select import load_captioner
 from streamcap.capture.hub import build_hub
 from streamcap.config.schema import StreamcapConfig
 from streamcap.http import MetricsServer
+from streamcap.messages import DropCause
 from streamcap.metrics import Metrics
+from streamcap.util.queues import BoundedQueue, Overflow
 from streamcap.pipeline import Pipeline
 from streamcap.publish.base import PublisherSet
 from streamcap.publish.console import ConsolePublisher
@@ -44,11 +45,13 @@ class App:
                 self.http.stop()
 
 
-def build(config: StreamcapConfig, captioner=None, console_stream=None) -> App:
+def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pending_captions: int = 256) -> App:
     if config.mqtt is not None:
         preflight(config.mqtt)  # first and fast: a box that cannot deliver alarms must not start looking healthy
     metrics = Metrics()
-    status_events: queue.SimpleQueue = queue.SimpleQueue()
+    # Status events are small and rate-limited at their source; the bound only guards against a stuck dispatch thread.
+    status_events = BoundedQueue("status", 10_000, Overflow.drop_oldest,
+                                 on_drop=lambda event: metrics.count_drop("status", DropCause.backlog))
 
     if captioner is None:
         m = config.model
@@ -69,7 +72,8 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None) -> App:
         publishers.append(MqttPublisher(config.mqtt, config.device_id, metrics=metrics, on_status=status_events.put))
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
-    pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events, snapshots=snapshots)
+    pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events,
+                        max_pending_captions=max_pending_captions, snapshots=snapshots)
     http = MetricsServer(metrics, config.http.host, config.http.port) if config.http.enabled else None
     log.info(
         "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",

@@ -37,6 +37,7 @@ from streamcap.publish.base import PublisherSet
 from streamcap.rules.engine import RuleEngine
 from streamcap.rules.watch import RuleWatcher
 from streamcap.snapshots import SnapshotStore
+from streamcap.util.queues import BoundedQueue, Overflow
 
 log = logging.getLogger("streamcap.pipeline")
 
@@ -52,7 +53,7 @@ class Pipeline:
         rule_watcher: RuleWatcher | None,
         publishers: PublisherSet,
         metrics: Metrics,
-        status_events: "queue.SimpleQueue[StatusEvent]",
+        status_events: BoundedQueue,
         max_pending_captions: int = 256,
         on_stopped: Callable[[], None] | None = None,
         snapshots: SnapshotStore | None = None,
@@ -61,10 +62,11 @@ class Pipeline:
         self.snapshots = snapshots if snapshots is not None else SnapshotStore()
         self.publishers, self.metrics, self.status_events = publishers, metrics, status_events
         self.stop_event = threading.Event()
-        self._captions: queue.Queue = queue.Queue(maxsize=max_pending_captions)
+        self._captions = BoundedQueue("captions", max_pending_captions, Overflow.drop_oldest, on_drop=self._caption_dropped)
         self._inference = threading.Thread(target=self._run_inference, name="inference", daemon=True)
         self._dispatch = threading.Thread(target=self._run_dispatch, name="dispatch", daemon=True)
         self._on_stopped = on_stopped
+        self.readers_stopped = True  # False after stop() if a camera reader stayed blocked in OpenCV
         self._frames_counted: dict[str, int] = {}
         self._next_stats_sync = 0.0
 
@@ -105,25 +107,13 @@ class Pipeline:
             self._put_end()
 
     def _put_caption(self, caption: Caption) -> None:
-        while True:
-            try:
-                self._captions.put_nowait(caption)
-                return
-            except queue.Full:
-                try:
-                    dropped = self._captions.get_nowait()  # DROP_OLDEST: the newest caption is the most useful
-                    self.metrics.count_drop("dispatch", DropCause.backlog, 1, getattr(dropped, "camera_id", ""))
-                except queue.Empty:
-                    pass
+        self._captions.put(caption)  # DROP_OLDEST: when dispatch is behind, the newest caption is the most useful
+
+    def _caption_dropped(self, caption) -> None:
+        self.metrics.count_drop("dispatch", DropCause.backlog, 1, getattr(caption, "camera_id", ""))
 
     def _put_end(self) -> None:
-        while True:
-            try:
-                self._captions.put(_END, timeout=0.5)
-                return
-            except queue.Full:
-                if not self._dispatch.is_alive():
-                    return
+        self._captions.put_last(_END)
 
     # --- dispatch thread -------------------------------------------------------
     def _run_dispatch(self) -> None:
@@ -202,7 +192,7 @@ class Pipeline:
         """Stop readers, finish the last batch, drain captions, close publishers; join everything."""
         deadline = time.monotonic() + timeout_s
         self.stop_event.set()  # first: the inference loop must not spin on a closed batcher while readers join
-        self.hub.stop()  # joins every reader before releasing its capture
+        self.readers_stopped = self.hub.stop(min(1.5, timeout_s / 4))  # a reader hung in OpenCV is left behind
         self._inference.join(max(0.1, deadline - time.monotonic()))
         self._dispatch.join(max(0.1, deadline - time.monotonic()))
         for thread in (self._inference, self._dispatch):

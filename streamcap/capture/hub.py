@@ -16,6 +16,7 @@ waits on another camera, so a broken camera cannot slow the others.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -62,12 +63,17 @@ class CaptureHub:
     def next_batch(self, timeout_s: float) -> FrameBatch | None:
         return self.batcher.next_batch(timeout_s)
 
-    def stop(self) -> bool:
-        """Close the batcher, then stop all readers at once and join them; False if one is stuck."""
+    def stop(self, timeout_s: float = 1.5) -> bool:
+        """Close the batcher, stop all readers at once and join them within `timeout_s` in all; False if one is stuck.
+
+        A reader stuck inside an OpenCV open or read (a camera that hangs) is left behind rather than
+        waited for: shutdown must finish in seconds whatever the cameras do.
+        """
         self.batcher.close()
         for camera in self.cameras.values():
             camera.request_stop()
-        return all([camera.stop() for camera in self.cameras.values()])
+        deadline = time.monotonic() + timeout_s
+        return all([camera.stop(max(0.05, deadline - time.monotonic())) for camera in self.cameras.values()])
 
     def states(self) -> dict[str, CameraState]:
         return {camera_id: camera.state for camera_id, camera in self.cameras.items()}

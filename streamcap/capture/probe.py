@@ -96,12 +96,48 @@ def _rtsp_request(url: str, method: str, timeout_s: float, stop: threading.Event
     return int(match.group(1)), match.group(2).strip(), head
 
 
+def _http_head(url: str, timeout_s: float, stop: threading.Event | None) -> tuple[int, str]:
+    """(status code, reason) of a GET, reading only the status line: a camera that accepts and never answers fails here."""
+    parts = urlsplit(url)
+    deadline = time.monotonic() + timeout_s
+    sock = _connect(parts.hostname or "", parts.port or _DEFAULT_PORTS["http"], deadline, stop)
+    try:
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        auth = ""
+        if parts.username is not None:
+            token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+            auth = f"Authorization: Basic {token}\r\n"
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\nUser-Agent: streamcap-probe\r\n{auth}\r\n".encode())
+        response = b""
+        while b"\r\n" not in response:
+            if not _deadline_wait(sock, False, deadline, stop):
+                raise ProbeError(f"{parts.hostname}:{parts.port or 80} accepted the connection but sent no HTTP answer "
+                                 "within the open timeout (camera hung)")
+            chunk = sock.recv(1024)
+            if not chunk:
+                raise ProbeError(f"{parts.hostname}:{parts.port or 80} closed the connection without an HTTP answer")
+            response += chunk
+    finally:
+        sock.close()
+    match = re.match(r"HTTP/\d(?:\.\d)? (\d{3}) ?(.*)", response.split(b"\r\n", 1)[0].decode("latin-1"))
+    if not match:
+        raise ProbeError(f"{parts.hostname}:{parts.port or 80} did not answer in HTTP")
+    return int(match.group(1)), match.group(2).strip()
+
+
 def check_answering(url: str, kind: str, timeout_s: float, stop: threading.Event | None = None) -> None:
     """Raise ProbeError unless the camera at `url` answers within `timeout_s`."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "rtsp":
         _rtsp_request(url, "OPTIONS", timeout_s, stop)  # any answer, even 401, means it is alive
+        return
+    if scheme == "http":
+        code, reason = _http_head(url, timeout_s, stop)
+        if code >= 400:
+            raise ProbeError(f"{code} {reason}: {_HINTS.get(code, 'the camera refused the stream')}")
         return
     # rtsps/https would need a TLS handshake; a TCP connection is enough to rule out off or black-holed.
     port = parts.port or _DEFAULT_PORTS.get(scheme, 80)

@@ -38,7 +38,8 @@ from typing import Any, Callable
 
 import cv2
 
-from streamcap.capture.video import OpenError, file_fps, open_capture, resolve_kind
+from streamcap.camera_kinds import resolve_kind
+from streamcap.capture.video import OpenError, file_fps, open_capture
 from streamcap.messages import CameraReconnecting, CameraState, CameraStateChanged, Frame, StatusEvent
 from streamcap.util.backoff import Backoff
 from streamcap.util.redact import redact_url
@@ -76,8 +77,8 @@ class CameraSource:
         loop: bool = False,
         open_timeout_s: float = 5.0,
         read_timeout_s: float = 3.0,
-        reconnect_initial_s: float = 1.0,
-        reconnect_max_s: float = 30.0,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 2.0,
         on_status: StatusCallback | None = None,
         on_frame: FrameCallback | None = None,
         wants_frame: Callable[[float], bool] | None = None,

@@ -25,14 +25,12 @@ from pathlib import Path
 
 import cv2
 
+from streamcap.camera_kinds import resolve_kind, usb_index
 from streamcap.capture.probe import ProbeError, check_answering, explain_rtsp_refusal
 from streamcap.util.redact import redact_url
 
 log = logging.getLogger(__name__)
 
-KINDS = ("auto", "rtsp", "http", "file", "usb", "gstreamer")
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-_SCHEME_KINDS = {"rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http", "file": "file"}
 _FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _env_lock = threading.Lock()
 
@@ -43,23 +41,6 @@ class OpenError(Exception):
     def __init__(self, message: str, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
-
-
-def resolve_kind(url: str, kind: str = "auto") -> str:
-    """The concrete source kind for `url` (`auto` is inferred from the URL)."""
-    kind = str(kind)
-    if kind not in KINDS:
-        raise ValueError(f"unknown camera kind {kind!r}; use one of {', '.join(KINDS)}")
-    if kind != "auto":
-        return kind
-    match = _SCHEME.match(url)
-    if match:
-        return _SCHEME_KINDS.get(match.group(1).lower(), "file")
-    if url.isdigit() or re.fullmatch(r"/dev/video\d+", url):
-        return "usb"
-    if " ! " in url:
-        return "gstreamer"
-    return "file"
 
 
 def has_gstreamer() -> bool:
@@ -100,8 +81,7 @@ def open_capture(
             )
         cap = cv2.VideoCapture(url, cv2.CAP_GSTREAMER)
     elif kind == "usb":
-        index = int(url.removeprefix("/dev/video"))
-        cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
+        cap = cv2.VideoCapture(usb_index(url), cv2.CAP_V4L2)
     elif kind == "file":
         path = Path(url.removeprefix("file://"))
         if not path.is_file():

@@ -7,6 +7,7 @@ and the alarm spool flushed as far as the broker allows.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -52,6 +53,14 @@ def _serve(config, duration_s: float | None) -> int:
         app.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if not app.pipeline.readers_stopped:
+        # Python aborts the process (exit 134) if it exits while a thread is inside cap.read();
+        # everything else is stopped, flushed and closed by now, so leave without waiting for it.
+        log.warning("a camera reader is still blocked inside OpenCV; exiting without it")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -29,9 +29,21 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Strea
     if not isinstance(data, dict):
         raise ConfigError([f"{doc.path}:1:1: the config must be a mapping of sections (cameras:, mqtt:, ...), not a {type(data).__name__}"])
     base_dir = Path(os.path.abspath(path)).parent
+    # An unset ${VAR} is one problem among all the others, never one that hides them.
+    problems = list(doc.problems)
     try:
         config = StreamcapConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(format_pydantic_errors(doc, exc.errors())) from None
+        problems += format_pydantic_errors(doc, exc.errors())
+    if problems:
+        raise ConfigError(sorted(problems, key=_position))
     config._document = doc
     return config
+
+
+def _position(problem: str) -> tuple[int, int]:
+    parts = problem.split(":", 3)
+    try:
+        return int(parts[1]), int(parts[2])
+    except (IndexError, ValueError):
+        return 0, 0

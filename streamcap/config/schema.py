@@ -26,18 +26,19 @@ from pydantic import (
     model_validator,
 )
 
+from streamcap.camera_kinds import SCHEME_RE, SourceKind, resolve_kind
 from streamcap.util.redact import redact_url
 
 ID_PATTERN = r"^[a-z0-9_-]+$"
 _ID_RE = re.compile(ID_PATTERN)
-_SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
 class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, loaded configs are immutable."""
 
-    # hide_input_in_errors: a bad camera URL may carry a password.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    # hide_input_in_errors: a bad camera URL may carry a password. allow_inf_nan: no .inf or .nan
+    # anywhere; every number also has a documented range on its field.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, allow_inf_nan=False)
 
 
 def _check_id(value: str) -> str:
@@ -72,15 +73,6 @@ TimeZone = Annotated[str, AfterValidator(check_timezone)]
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 
-class SourceKind(StrEnum):
-    auto = "auto"
-    rtsp = "rtsp"
-    http = "http"
-    file = "file"
-    usb = "usb"
-    gstreamer = "gstreamer"
-
-
 class Backend(StrEnum):
     auto = "auto"
     tensorrt = "tensorrt"
@@ -94,26 +86,6 @@ class Precision(StrEnum):
     int8 = "int8"
 
 
-_SCHEME_KINDS = {"rtsp": SourceKind.rtsp, "rtsps": SourceKind.rtsp, "http": SourceKind.http, "https": SourceKind.http, "file": SourceKind.file}
-
-
-def infer_kind(url: str) -> SourceKind:
-    """The source kind `auto` stands for, or ValueError for an unsupported scheme."""
-    match = _SCHEME_RE.match(url)
-    if match:
-        scheme = match.group(1).lower()
-        if scheme not in _SCHEME_KINDS:
-            raise ValueError(
-                f"unsupported URL scheme {scheme!r}; use rtsp://, rtsps://, http(s)://, a file path, a USB index, or kind: gstreamer"
-            )
-        return _SCHEME_KINDS[scheme]
-    if url.isdigit():
-        return SourceKind.usb
-    if " ! " in url:
-        return SourceKind.gstreamer
-    return SourceKind.file
-
-
 class CameraConfig(StrictModel):
     kind: SourceKind = Field(
         default=SourceKind.auto,
@@ -125,7 +97,7 @@ class CameraConfig(StrictModel):
     )
     enabled: bool = Field(default=True, description="Set false to keep the camera in the file but not open it.")
     loop: bool = Field(default=False, description="Restart a video file from the beginning when it ends (demos, tests).")
-    caption_interval_s: float = Field(default=1.0, gt=0, description="Seconds between frames sent to the captioner.")
+    caption_interval_s: float = Field(default=1.0, gt=0, le=3600, description="Seconds between frames sent to the captioner.")
     scene_change_threshold: float = Field(
         default=0.0,
         ge=0,
@@ -133,10 +105,10 @@ class CameraConfig(StrictModel):
         description="Skip a frame whose mean absolute difference from the last captioned frame (small grey thumbnail, 0..1) "
         "is below this. 0 = caption every sampled frame.",
     )
-    open_timeout_s: float = Field(default=5.0, gt=0, description="Give up opening the stream after this many seconds.")
-    read_timeout_s: float = Field(default=3.0, gt=0, description="A read that blocks longer than this counts as a dead stream.")
-    reconnect_initial_s: float = Field(default=1.0, gt=0, description="First reconnect delay; doubles on each failure.")
-    reconnect_max_s: float = Field(default=30.0, gt=0, description="Upper bound of the reconnect delay.")
+    open_timeout_s: float = Field(default=5.0, gt=0, le=120, description="Give up opening the stream after this many seconds.")
+    read_timeout_s: float = Field(default=3.0, gt=0, le=120, description="A read that blocks longer than this counts as a dead stream.")
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect delay; doubles on each failure.")
+    reconnect_max_s: float = Field(default=2.0, gt=0, le=3600, description="Upper bound of the reconnect delay: a camera that comes back is captioned again within about this.")
     snapshot: bool = Field(default=True, description="Allow JPEG snapshots of this camera in alarms.")
 
     @field_validator("url", mode="before")
@@ -152,9 +124,9 @@ class CameraConfig(StrictModel):
         if not url:
             raise ValueError("url is empty")
         kind = info.data.get("kind", SourceKind.auto)
-        effective = _effective_kind(url, kind)
+        effective = resolve_kind(url, kind)
         if effective == SourceKind.file:
-            return _resolve_path(url.removeprefix("file://"), info) if _SCHEME_RE.match(url) else _resolve_path(url, info)
+            return _resolve_path(url.removeprefix("file://"), info) if SCHEME_RE.match(url) else _resolve_path(url, info)
         return url
 
     @model_validator(mode="after")
@@ -166,11 +138,7 @@ class CameraConfig(StrictModel):
     @property
     def resolved_kind(self) -> SourceKind:
         """The concrete source kind (never `auto`)."""
-        return _effective_kind(self.url, self.kind)
-
-    @property
-    def usb_index(self) -> int | None:
-        return int(self.url) if self.resolved_kind == SourceKind.usb else None
+        return resolve_kind(self.url, self.kind)
 
     @property
     def display_url(self) -> str:
@@ -182,40 +150,23 @@ class CameraConfig(StrictModel):
             yield name, (redact_url(value) if name == "url" else value)
 
 
-def _effective_kind(url: str, kind: SourceKind) -> SourceKind:
-    if kind == SourceKind.auto:
-        return infer_kind(url)
-    if kind == SourceKind.gstreamer:
-        return kind
-    if kind == SourceKind.usb and not url.isdigit():
-        raise ValueError("kind usb needs a camera index such as 0")
-    if kind in (SourceKind.rtsp, SourceKind.http):
-        match = _SCHEME_RE.match(url)
-        inferred = infer_kind(url) if match else SourceKind.file
-        if inferred != kind:
-            raise ValueError(f"kind {kind.value} needs a {kind.value}:// or {kind.value}s:// URL")
-    if kind == SourceKind.file and _SCHEME_RE.match(url) and infer_kind(url) != SourceKind.file:
-        raise ValueError("kind file needs a file path, not a URL")
-    return kind
-
-
 class ModelConfig(StrictModel):
     path: ConfigPath | None = Field(default=None, description="Caption checkpoint (.pt). Default: the model shipped with streamcap.")
     backend: Backend = Field(
         default=Backend.auto, description="Inference backend: auto (TensorRT if present, else ONNX Runtime, else torch), tensorrt, onnxruntime, torch."
     )
     beam_size: int | None = Field(default=None, ge=1, le=20, description="Beam width; 1 = greedy. Default: the checkpoint's.")
-    length_penalty: float | None = Field(default=None, ge=0, description="Beam length penalty exponent. Default: the checkpoint's.")
+    length_penalty: float | None = Field(default=None, ge=0, le=10, description="Beam length penalty exponent. Default: the checkpoint's.")
     encoder_weights: ConfigPath | None = Field(default=None, description="Local ImageNet weights for the encoder (offline installs).")
     max_batch: int = Field(default=8, ge=1, le=256, description="Most frames encoded together in one batch.")
-    max_wait_ms: float = Field(default=50.0, ge=0, description="Longest a frame waits for a batch to fill before it is encoded anyway.")
+    max_wait_ms: float = Field(default=50.0, ge=0, le=10_000, description="Longest a frame waits for a batch to fill before it is encoded anyway.")
     precision: Precision = Field(default=Precision.fp32, description="Numeric precision of the encoder: fp32, fp16 (GPU), int8 (TensorRT).")
 
 
 class RulesConfig(StrictModel):
     paths: list[str] = Field(default_factory=list, description="Rule files or globs (rules/*.yaml), relative to this config file.")
     reload: bool = Field(default=True, description="Reload rule files when they change; a bad edit keeps the old rules.")
-    reload_interval_s: float = Field(default=2.0, gt=0, description="How often rule files are checked for changes.")
+    reload_interval_s: float = Field(default=2.0, gt=0, le=3600, description="How often rule files are checked for changes.")
 
     @field_validator("paths")
     @classmethod

@@ -17,7 +17,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class YamlDocument:
     path: str
     root: Node | None
     data: Any
+    problems: list[str] = field(default_factory=list)  # found while reading (unset ${VAR}); validation adds its own
 
     def locate(self, loc: Iterable[Any], missing: bool = False) -> tuple[int, int, str]:
         """(line, col, dotted path) of a pydantic error `loc` in this document.
@@ -144,8 +145,8 @@ def parse_yaml(text: str, name: str, env: Mapping[str, str] | None = None, subst
             _check_duplicate_keys(root, name, problems, set())
             if substitute_env:
                 _substitute(root, os.environ if env is None else env, name, problems, set())
-        data = loader.construct_document(root) if root is not None and not problems else None
-        if problems:
+        data = loader.construct_document(root) if root is not None else None
+        if any("duplicate key" in p for p in problems):
             raise YamlLoadError(problems)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -163,7 +164,7 @@ def parse_yaml(text: str, name: str, env: Mapping[str, str] | None = None, subst
     finally:
         if loader is not None:
             loader.dispose()
-    return YamlDocument(name, root, data)
+    return YamlDocument(name, root, data, problems)
 
 
 def _check_shape(text: str, name: str) -> None:

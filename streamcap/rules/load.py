@@ -107,6 +107,8 @@ def load_rule_file(path: str, known_cameras: list[str] | None = None,
     except YamlLoadError as exc:
         return [], exc.problems
     data, prefix = doc.data, ()
+    if doc.problems:
+        return [], list(doc.problems)
     if data is None:
         return [], []  # an empty file is an empty rule set
     if not _looks_like_rules(data):

@@ -79,9 +79,25 @@ def test_stop_interrupts_a_long_probe(silent_listener):
         check_answering(f"rtsp://127.0.0.1:{silent_listener}/stream", "rtsp", timeout_s=600, stop=stop)
 
 
-def test_http_needs_only_a_tcp_connection(silent_listener):
-    # when / then: no exception
-    check_answering(f"http://127.0.0.1:{silent_listener}/video.mjpg", "http", timeout_s=5)
+def test_an_http_camera_that_accepts_and_never_answers_is_called_hung(silent_listener):
+    with pytest.raises(ProbeError, match="accepted the connection but sent no HTTP answer within the open timeout .camera hung."):
+        check_answering(f"http://127.0.0.1:{silent_listener}/video.mjpg", "http", timeout_s=0.5)
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    ("HTTP/1.0 200 OK", None),
+    ("HTTP/1.1 401 Unauthorized", "401 Unauthorized: check the user and password"),
+    ("HTTP/1.1 404 Not Found", "404 Not Found: no stream at this path"),
+])
+def test_an_http_camera_must_answer_and_its_refusals_are_explained(rtsp_answer, status, expected):
+    port, answer = rtsp_answer
+    answer["line"] = status
+    url = f"http://user:pw@127.0.0.1:{port}/video.mjpg"
+    if expected is None:
+        check_answering(url, "http", timeout_s=5)
+    else:
+        with pytest.raises(ProbeError, match=expected):
+            check_answering(url, "http", timeout_s=5)
 
 
 @pytest.mark.parametrize(

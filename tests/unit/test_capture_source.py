@@ -10,7 +10,8 @@ import cv2
 import pytest
 
 from streamcap.capture import Batcher, CameraSource, CaptureHub, FrameSampler, build_hub
-from streamcap.capture.video import has_gstreamer, resolve_kind
+from streamcap.camera_kinds import resolve_kind
+from streamcap.capture.video import has_gstreamer
 from streamcap.messages import CameraState, CameraStateChanged, StatusEvent
 
 VIDEOS = Path(os.environ.get("STREAMCAP_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "videos"

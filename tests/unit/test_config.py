@@ -32,7 +32,7 @@ def test_example_config_loads():
     assert set(config.cameras) == {"gate", "fence_north", "front_door", "loading_bay", "parking_east", "lobby_usb"}
     assert config.cameras["gate"].resolved_kind == SourceKind.rtsp
     assert config.cameras["front_door"].resolved_kind == SourceKind.http
-    assert config.cameras["lobby_usb"].usb_index == 0
+    assert config.cameras["lobby_usb"].resolved_kind == SourceKind.usb
     assert "lobby_usb" not in config.enabled_cameras
     assert config.mqtt is not None and config.mqtt.password.get_secret_value() == "mqtt-s3cret"
     assert config.rules.paths == [str(REPO / "rules" / "*.yaml")], "rule globs are relative to the config file"
@@ -51,7 +51,7 @@ def test_minimal_config_gets_defaults(tmp_path):
     yard = config.cameras["yard"]
     assert yard.resolved_kind == SourceKind.file
     assert yard.url == str(tmp_path / "clips" / "yard.mp4")
-    assert (yard.caption_interval_s, yard.open_timeout_s, yard.reconnect_max_s) == (1.0, 5.0, 30.0)
+    assert (yard.caption_interval_s, yard.open_timeout_s, yard.reconnect_max_s) == (1.0, 5.0, 2.0)
     assert config.mqtt is None and config.outputs.console and not config.http.enabled
     assert config.model.max_batch == 8 and config.timezone == "UTC"
 
@@ -244,10 +244,44 @@ def test_redact_url(text, expected):
         ("file:///data/clip.mp4", "auto", SourceKind.file),
         ("videotestsrc ! videoconvert ! appsink", "auto", SourceKind.gstreamer),
         ("rtspsrc location=rtsp://h/s ! decodebin ! appsink", "gstreamer", SourceKind.gstreamer),
+        ("/dev/video2", "auto", SourceKind.usb),
+        ("/dev/video2", "usb", SourceKind.usb),
+        ("1", "usb", SourceKind.usb),
     ],
 )
-def test_source_kind(url, kind, expected):
-    assert CameraConfig(url=url, kind=kind).resolved_kind == expected
+def test_source_kind_is_one_definition_for_the_config_and_the_readers(url, kind, expected):
+    from streamcap.capture.source import CameraSource
+
+    config = CameraConfig(url=url, kind=kind)
+    assert config.resolved_kind == expected
+    assert CameraSource.from_config("cam", config).kind == expected
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("caption_interval_s", ".inf", "finite number"),
+    ("open_timeout_s", ".nan", "finite number"),
+    ("read_timeout_s", "1e309", "finite number"),
+    ("reconnect_max_s", "99999999", "less than or equal to 3600"),
+    ("caption_interval_s", "-1", "greater than 0"),
+])
+def test_numbers_must_be_finite_and_in_range(tmp_path, field, value, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"cameras:\n  gate:\n    url: rtsp://h/s\n    {field}: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(f"{path}:4:5: cameras.gate.{field}: ")
+    assert fragment in err.value.problems[0], err.value.problems
+
+
+def test_an_unset_variable_does_not_hide_the_other_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("mqtt:\n  host: broker\n  username: u\n  password: ${NOPE}\n  port: 99999\ncameras:\n  gate:\n    url: rtsp://h/s\n    fps: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    problems = err.value.problems
+    assert any(":4:13: environment variable NOPE is not set" in p for p in problems)
+    assert any(":5:3: mqtt.port:" in p for p in problems) and any(":9:5: cameras.gate.fps: unknown key" in p for p in problems)
+    assert [p.split(":")[1] for p in problems] == ["4", "5", "9"], "in file order"
 
 
 def test_config_is_frozen():
