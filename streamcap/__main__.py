@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "streamcap.commands.rules_cmd",
     "streamcap.commands.export",
     "streamcap.commands.build_engine",
+    "streamcap.commands.ha",
 ]
 
 

@@ -12,16 +12,18 @@ from dataclasses import dataclass
 from streamcap.backends.select import load_captioner
 from streamcap.capture.hub import build_hub
 from streamcap.config.schema import StreamcapConfig
-from streamcap.http import MetricsServer
+from streamcap.http import Auth, MetricsServer
 from streamcap.messages import DropCause
 from streamcap.metrics import Metrics
 from streamcap.util.queues import BoundedQueue, Overflow
 from streamcap.pipeline import Pipeline
 from streamcap.publish.base import PublisherSet
 from streamcap.publish.console import ConsolePublisher
+from streamcap.publish.homeassistant import HomeAssistantDiscovery
 from streamcap.publish.mqtt import MqttPublisher, preflight
 from streamcap.rules.watch import build_rules
 from streamcap.snapshots import SnapshotStore
+from streamcap.web.live import LivePage
 
 log = logging.getLogger("streamcap.app")
 
@@ -34,7 +36,7 @@ class App:
     def start(self) -> None:
         if self.http:
             self.http.start()
-            log.info("metrics and health at %s", self.http.url)
+            log.info("live page, metrics and health at %s", self.http.url)
         self.pipeline.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -68,13 +70,26 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
     publishers = []
     if config.outputs.console or config.outputs.jsonl:
         publishers.append(ConsolePublisher(stream=console_stream, jsonl_path=config.outputs.jsonl, metrics=metrics, console=config.outputs.console))
+    rules_listeners = []
     if config.mqtt is not None:
-        publishers.append(MqttPublisher(config.mqtt, config.device_id, metrics=metrics, on_status=status_events.put))
+        mqtt_publisher = MqttPublisher(config.mqtt, config.device_id, metrics=metrics, on_status=status_events.put)
+        publishers.append(mqtt_publisher)
+        if config.mqtt.homeassistant.enabled:
+            discovery = HomeAssistantDiscovery(config.mqtt.homeassistant.prefix, mqtt_publisher.topics, config.device_id,
+                                               list(config.enabled_cameras), engine.rules)
+            discovery.attach(mqtt_publisher)
+            rules_listeners.append(discovery.rules_changed)
+    live = None
+    if config.http.enabled and config.http.page:
+        live = LivePage(config.device_id, list(config.enabled_cameras), snapshots)
+        publishers.append(live)
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
     pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events,
-                        max_pending_captions=max_pending_captions, snapshots=snapshots)
-    http = MetricsServer(metrics, config.http.host, config.http.port) if config.http.enabled else None
+                        max_pending_captions=max_pending_captions, snapshots=snapshots, on_rules_changed=rules_listeners)
+    http = None
+    if config.http.enabled:
+        http = MetricsServer(metrics, config.http.host, config.http.port, live=live, auth=Auth.from_config(config.http.auth))
     log.info(
         "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",
         config.device_id, len(hub.cameras), captioner.model_name, getattr(captioner, "name", "torch"),

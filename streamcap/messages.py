@@ -68,6 +68,7 @@ class Alarm:
     captured_at: float  # when that caption's frame was taken
     raised_at: float  # wall clock when this message was made
     type: AlarmType = AlarmType.new
+    rule_title: str = ""  # the rule's alias (what people read), or its id
     seq: int = 0  # 0 for new, then 1, 2, ...: (alarm_id, seq) names one message, for de-duplication
     start_time: float | None = None  # capture time of the first matching caption (default: captured_at)
     end_time: float | None = None  # capture time of the last matching caption; set on end

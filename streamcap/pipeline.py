@@ -57,6 +57,7 @@ class Pipeline:
         max_pending_captions: int = 256,
         on_stopped: Callable[[], None] | None = None,
         snapshots: SnapshotStore | None = None,
+        on_rules_changed: list[Callable[[list], None]] | None = None,
     ) -> None:
         self.hub, self.captioner, self.rules, self.rule_watcher = hub, captioner, rules, rule_watcher
         self.snapshots = snapshots if snapshots is not None else SnapshotStore()
@@ -67,6 +68,7 @@ class Pipeline:
         self._dispatch = threading.Thread(target=self._run_dispatch, name="dispatch", daemon=True)
         self._on_stopped = on_stopped
         self.readers_stopped = True  # False after stop() if a camera reader stayed blocked in OpenCV
+        self._on_rules_changed = list(on_rules_changed or [])
         self._frames_counted: dict[str, int] = {}
         self._next_stats_sync = 0.0
 
@@ -122,7 +124,9 @@ class Pipeline:
             self._sync_camera_stats()
             if self.rule_watcher is not None:
                 try:
-                    self.rule_watcher.poll()
+                    if self.rule_watcher.poll():
+                        for listener in self._on_rules_changed:  # e.g. Home Assistant's entities follow the rules
+                            listener(self.rules.rules)
                 except Exception:  # noqa: BLE001 - a reload problem keeps the old rules
                     log.exception("rules: reload failed; keeping the rules in force")
             self._publish_alarms(self._run_rules(self.rules.tick))

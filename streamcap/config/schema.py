@@ -187,6 +187,23 @@ class MqttTlsConfig(StrictModel):
         return self
 
 
+_TOPIC_LEVEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _check_topic_level(value: str) -> str:
+    if not _TOPIC_LEVEL_RE.match(value):
+        raise ValueError("must be one MQTT topic level: letters, digits, '_' or '-' (no '/', '+', '#' or spaces)")
+    return value
+
+
+TopicLevel = Annotated[str, AfterValidator(_check_topic_level)]
+
+
+class HomeAssistantConfig(StrictModel):
+    enabled: bool = Field(default=True, description="Publish MQTT discovery configs so Home Assistant shows the box, its cameras and rules.")
+    prefix: TopicLevel = Field(default="homeassistant", description="Home Assistant's discovery prefix (its MQTT integration setting).")
+
+
 class MqttConfig(StrictModel):
     host: str = Field(min_length=1, max_length=253, description="Broker host name or IP address.")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port (1883 plain, 8883 TLS).")
@@ -207,12 +224,15 @@ class MqttConfig(StrictModel):
     alarm_window: int = Field(default=1, ge=1, le=1000, description="Alarm messages awaiting the broker's acknowledgement at once; 1 keeps order through any broker.")
     reconnect_min_s: float = Field(default=0.5, gt=0, le=60, description="First delay before reconnecting to the broker.")
     reconnect_max_s: float = Field(default=2.0, gt=0, le=300, description="Longest delay between reconnect attempts: the broker is back within this of returning.")
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery.")
 
     @field_validator("prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if not value or value.startswith("/") or value.endswith("/") or any(c in value for c in "#+ \t\n"):
-            raise ValueError("prefix must be non-empty, without '#', '+', spaces, or a leading/trailing '/'")
+        levels = value.split("/")
+        if len(value) > 200 or not all(_TOPIC_LEVEL_RE.match(level) for level in levels):
+            raise ValueError("prefix must be topic levels of letters, digits, '_' or '-' joined by '/' "
+                             "(no '#', '+', spaces, empty levels or a leading/trailing '/')")
         return value
 
     @field_validator("spool_dir")
@@ -242,10 +262,39 @@ class OutputsConfig(StrictModel):
     jsonl: ConfigPath | None = Field(default=None, description="Append captions and alarms as JSON lines to this file.")
 
 
+class HttpAuthConfig(StrictModel):
+    token: SecretStr | None = Field(default=None, description="A bearer token (use ${ENV_VAR}); open the page once as /?token=... to log in.")
+    username: str | None = Field(default=None, max_length=100, description="Basic-auth user name.")
+    password: SecretStr | None = Field(default=None, description="Basic-auth password (use ${ENV_VAR}).")
+
+    @model_validator(mode="after")
+    def _check(self) -> HttpAuthConfig:
+        if self.token is None and self.username is None:
+            raise ValueError("give a token, or a username and password")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        if self.token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{16,200}", self.token.get_secret_value()):
+            raise ValueError("the token must be 16 or more letters, digits or ._~- (e.g. from `openssl rand -hex 24`)")
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
 class HttpConfig(StrictModel):
-    enabled: bool = Field(default=False, description="Serve /metrics (Prometheus) and /health.")
-    host: str = Field(default="127.0.0.1", description="Address to bind; 0.0.0.0 exposes it on the network.")
+    enabled: bool = Field(default=False, description="Serve the live page (/), /metrics (Prometheus) and /healthz.")
+    host: str = Field(default="127.0.0.1", description="Address to bind; anything but loopback (e.g. 0.0.0.0) needs `auth`.")
     port: int = Field(default=9108, ge=1, le=65535, description="HTTP port.")
+    page: bool = Field(default=True, description="Serve the live page: camera tiles, captions, alarms, updated live.")
+    auth: HttpAuthConfig | None = Field(default=None, description="Token or basic auth; required when host is not loopback.")
+
+    @model_validator(mode="after")
+    def _check_exposure(self) -> HttpConfig:
+        if self.enabled and not _is_loopback(self.host) and self.auth is None:
+            raise ValueError(f"host {self.host} exposes the page and metrics on the network: add auth (a token or a "
+                             "username and password from the environment), or bind 127.0.0.1")
+        return self
 
 
 class StreamcapConfig(StrictModel):

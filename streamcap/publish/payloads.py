@@ -73,6 +73,7 @@ def alarm_doc(alarm: Alarm, snapshot_topic: str | None) -> dict:
         "type": str(alarm.type),
         "seq": alarm.seq,
         "rule": alarm.rule_id,
+        "title": alarm.rule_title or alarm.rule_id,
         "severity": str(alarm.severity),
         "camera": alarm.camera_id,
         "caption": alarm.caption,

@@ -254,7 +254,7 @@ class RuleEngine:
         if snapshot and rule.snapshot and self._snapshots_allowed(caption.camera_id) and self.snapshots is not None:
             jpeg = self.snapshots(caption.camera_id, caption.frame_id)
         return Alarm(
-            alarm_id=active.alarm_id, type=kind, seq=active.seq, rule_id=rule.id, severity=rule.severity,
+            alarm_id=active.alarm_id, type=kind, seq=active.seq, rule_id=rule.id, rule_title=rule.title, severity=rule.severity,
             camera_id=caption.camera_id, caption=caption.text, captured_at=caption.captured_at,
             start_time=active.start_time, end_time=end_time, raised_at=self.clock(),
             concepts=dict(caption.concepts), snapshot_jpeg=jpeg,
