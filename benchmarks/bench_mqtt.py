@@ -36,28 +36,8 @@ sys.path.insert(0, str(REPO))
 from streamcap.messages import Alarm, Severity  # noqa: E402
 from streamcap.metrics import Metrics  # noqa: E402
 from streamcap.publish.mqtt import MqttPublisher  # noqa: E402
+from _servers import start_mosquitto  # noqa: E402
 from streamcap.config.schema import MqttConfig  # noqa: E402
-
-
-def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
-    if binary is None:
-        sys.exit("mosquitto not found: apt-get install -y mosquitto")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest none\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc, port
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit("mosquitto did not start")
-            time.sleep(0.05)
 
 
 def make_alarm(i: int) -> Alarm:

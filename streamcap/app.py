@@ -68,8 +68,8 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
     engine, watcher = build_rules(config, known_concepts=concepts, snapshots=snapshots.jpeg)
 
     publishers = []
-    if config.outputs.console or config.outputs.jsonl:
-        publishers.append(ConsolePublisher(stream=console_stream, jsonl_path=config.outputs.jsonl, metrics=metrics, console=config.outputs.console))
+    # MQTT first: an alarm is in the spool before any other output shows it, so a crash in between
+    # can leave a spooled alarm unprinted, never a printed alarm unspooled.
     rules_listeners = []
     if config.mqtt is not None:
         mqtt_publisher = MqttPublisher(config.mqtt, config.device_id, metrics=metrics, on_status=status_events.put)
@@ -79,6 +79,8 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
                                                list(config.enabled_cameras), engine.rules)
             discovery.attach(mqtt_publisher)
             rules_listeners.append(discovery.rules_changed)
+    if config.outputs.console or config.outputs.jsonl:
+        publishers.append(ConsolePublisher(stream=console_stream, jsonl_path=config.outputs.jsonl, metrics=metrics, console=config.outputs.console))
     live = None
     if config.http.enabled and config.http.page:
         live = LivePage(config.device_id, list(config.enabled_cameras), snapshots)

@@ -19,7 +19,7 @@ WIDTH, HEIGHT = 640, 360
 DEMO_RULES = Path(__file__).resolve().parent / "assets" / "demo_rules.yaml"
 
 
-def _photo(name: str) -> np.ndarray:
+def photo(name: str) -> np.ndarray:
     import skimage.data
 
     image = getattr(skimage.data, name)()
@@ -48,7 +48,7 @@ def write_sample_clip(path: str | Path, fps: int = 5, seconds_per_photo: float =
     try:
         frames_per_photo = int(fps * seconds_per_photo)
         for name in PHOTOS:
-            image = _photo(name)
+            image = photo(name)
             for i in range(frames_per_photo):
                 writer.write(_zoomed(image, 1.0 + 0.15 * i / frames_per_photo))
     finally:

@@ -40,6 +40,20 @@ class StrictModel(BaseModel):
     # anywhere; every number also has a documented range on its field.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads `true` as 1 for an int or float field; in a config that is always a mistake.
+        if isinstance(value, bool) and info.field_name and _is_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError("a number is needed here, not true/false")
+        return value
+
+
+def _is_number(annotation: Any) -> bool:
+    from typing import get_args
+
+    return annotation in (int, float) or any(a in (int, float) for a in get_args(annotation))
+
 
 def _check_id(value: str) -> str:
     if not _ID_RE.match(value):
@@ -68,7 +82,7 @@ def _resolve_path(value: Any, info: ValidationInfo) -> Any:
     return joined if isinstance(value, Path) else str(joined)
 
 
-Id = Annotated[str, AfterValidator(_check_id)]
+Id = Annotated[str, Field(max_length=64), AfterValidator(_check_id)]
 TimeZone = Annotated[str, AfterValidator(check_timezone)]
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 

@@ -118,5 +118,6 @@ mapfile -t extra <<<"$reqs_text"
 "$venv/bin/python" -c 'import homeassistant.components.mqtt, paho.mqtt.client, hass_frontend' >>"$log" 2>&1 \
     || fail "importing the MQTT integration"
 
+rm -rf "$wheels"
 printf '%s\n' "homeassistant==$HA_VERSION" "${extra[@]}" >"$marker"
 echo "ha_setup: installed homeassistant==$HA_VERSION and ${#extra[@]} integration requirements (${extra[*]}) into $venv in $((SECONDS - start)) s"

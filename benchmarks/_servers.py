@@ -1,0 +1,69 @@
+"""Real servers for the benchmarks: mosquitto on a free loopback port, started and killed by PID."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """mosquitto with persistence in `workdir`, so a persistent subscriber's queue survives restarts."""
+
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False):
+        self.binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
+        if self.binary is None:
+            sys.exit("mosquitto not found: apt-get install -y mosquitto")
+        self.port = port or free_port()
+        self.dir = Path(workdir)
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "log_dest none"]
+        if persistence:
+            lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1",
+                      "autosave_on_changes true", "max_queued_messages 100000"]
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        if os.geteuid() == 0 and persistence:
+            import pwd
+
+            user = pwd.getpwnam("mosquitto")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    sys.exit("mosquitto did not start")
+                time.sleep(0.02)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+
+def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
+    broker = Broker(workdir)
+    broker.start()
+    return broker.proc, broker.port
