@@ -156,7 +156,7 @@ def test_entrypoint_stops_at_config_errors_before_run(box):
     result = entrypoint([], box.env)
     # then
     assert result.returncode == 2, result.stderr
-    assert re.search(rf"{re.escape(str(box.config))}:9:3: mqtt\.colour", result.stderr), result.stderr
+    assert re.search(rf"{re.escape(str(box.config))}:10:3: mqtt\.colour", result.stderr), result.stderr
     assert [call[2] for call in box.calls()] == ["config"], "run never starts on a bad config"
 
 
@@ -217,7 +217,8 @@ def test_shell_scripts_pass_shellcheck_and_are_executable(script):
 
 
 def install(root: Path, *options: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(INSTALL), "--root", str(root), *options], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([str(INSTALL), "--root", str(root), *options], capture_output=True, encoding="utf-8",
+                            errors="replace", timeout=60)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -378,7 +379,7 @@ def test_systemd_analyze_verify_accepts_the_installed_unit(tmp_path):
     (prefix / "venv/bin/streamcap").chmod(0o755)
     # when
     result = subprocess.run([analyze, "verify", str(tmp_path / "root/etc/systemd/system/streamcap.service")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, encoding="utf-8", errors="replace", timeout=60)
     # then: no error, and no warning (an unknown key or a bad value is only a warning, with exit 0)
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
 
@@ -386,7 +387,7 @@ def test_systemd_analyze_verify_accepts_the_installed_unit(tmp_path):
 def test_systemd_analyze_security_rates_the_unit_well_hardened():
     analyze = need("systemd-analyze")
     result = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(UNIT)],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, encoding="utf-8", errors="replace", timeout=60)
     if "--offline" in result.stderr:
         pytest.skip(f"this systemd-analyze has no --offline: {result.stderr.strip()}")
     match = re.search(r"Overall exposure level for streamcap\.service: ([\d.]+)", result.stdout)
@@ -401,6 +402,12 @@ def compose() -> dict:
     return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 
 
+def mounts(service: dict) -> dict[str, str]:
+    """Target -> source of a service's `SOURCE:TARGET[:MODE]` volumes (a source may hold `${VAR:-default}`)."""
+    pairs = [re.fullmatch(r"(.+?):(/[^:]*)(?::\w+)?", volume).groups() for volume in service["volumes"]]
+    return {target: source for source, target in pairs}
+
+
 def test_compose_services_use_files_that_exist():
     services = compose()["services"]
     named_volumes = set(compose()["volumes"])
@@ -409,16 +416,16 @@ def test_compose_services_use_files_that_exist():
         service = services[name]
         context = (DEPLOY / service["build"]["context"]).resolve()
         assert (context / service["build"]["dockerfile"]).is_file(), name
-        mounts = dict(reversed(v.split(":")[:2]) for v in service["volumes"])
-        assert mounts["/data"] in named_volumes, f"{name}: the spool and caches live on a named volume"
-        assert "/config" in mounts and f"{mounts['/config']}:/config:ro" in service["volumes"]
+        volumes = mounts(service)
+        assert volumes["/data"] in named_volumes, f"{name}: the spool and caches live on a named volume"
+        assert f"{volumes['/config']}:/config:ro" in service["volumes"], f"{name}: the config is mounted read-only"
         assert "MQTT_HOST=mosquitto" in service["environment"]
         assert float(service["stop_grace_period"].rstrip("s")) > app_stop_timeout_s()
     gpu = services["streamcap-gpu"]
     assert gpu["profiles"] == ["gpu"] and gpu["build"]["dockerfile"] == "deploy/Dockerfile.cuda"
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    mosquitto = dict(reversed(v.split(":")[:2]) for v in services["mosquitto"]["volumes"])
+    mosquitto = mounts(services["mosquitto"])
     assert (DEPLOY / mosquitto["/mosquitto/config/mosquitto.conf"]).is_file()
     assert mosquitto["/mosquitto/data"] in named_volumes
 
@@ -432,19 +439,17 @@ def docker_compose_config() -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "gpu"])
-def test_compose_file_validates(profile):
+def test_compose_file_validates_with_docker_compose():
     tool = docker_compose_config()
     if tool is None:
         pytest.skip("neither `docker compose` nor docker-compose is installed")
     text = (DEPLOY / "compose.yaml").read_text()
     if tool == ["docker-compose"]:
         text = re.sub(r"(?m)^name: .*\n", "", text)  # Compose 1.x predates the top-level name
-    result = subprocess.run([*tool, "--project-directory", ".", "-f", "-", *profile, "config"], input=text,
+    result = subprocess.run([*tool, "--project-directory", ".", "-f", "-", "--profile", "gpu", "config"], input=text,
                             cwd=DEPLOY, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
-    assert ("streamcap-gpu" in services) == bool(profile)
+    assert set(yaml.safe_load(result.stdout)["services"]) == {"streamcap", "streamcap-gpu", "mosquitto"}
 
 
 def free_port() -> int:
@@ -460,7 +465,7 @@ def test_mosquitto_conf_runs_a_broker_that_keeps_retained_status_across_a_restar
 
     conf_text = (DEPLOY / "mosquitto.conf").read_text()
     assert re.search(r"(?m)^listener 1883$", conf_text) and re.search(r"(?m)^persistence true$", conf_text)
-    data_in_compose = dict(reversed(v.split(":")[:2]) for v in compose()["services"]["mosquitto"]["volumes"])
+    data_in_compose = mounts(compose()["services"]["mosquitto"])
     assert re.search(r"(?m)^persistence_location /mosquitto/data/$", conf_text) and "/mosquitto/data" in data_in_compose
     work = Path(tempfile.mkdtemp(prefix="streamcap-deploy-mosquitto-"))
     port = free_port()
@@ -487,8 +492,11 @@ def test_mosquitto_conf_runs_a_broker_that_keeps_retained_status_across_a_restar
     def client() -> mqtt.Client:  # as streamcap connects: username and password from the example config
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"deploy-test-{port}")
         c.username_pw_set("streamcap", "mqtt-s3cret")
-        assert c.connect("127.0.0.1", port) == 0
+        accepted = threading.Event()
+        c.on_connect = lambda _c, _u, _f, reason, _p: accepted.set() if not reason.is_failure else None
+        c.connect("127.0.0.1", port)
         c.loop_start()
+        assert accepted.wait(10), "the broker did not accept streamcap's connection"
         return c
 
     broker = start()
@@ -559,7 +567,7 @@ def test_dockerfile_copies_files_that_exist_and_starts_with_the_entrypoint(name)
     users = [a for op, a in steps if op == "USER"]
     assert users and users[-1] not in ("root", "0"), "streamcap does not run as root in the container"
     env = dockerfile_env(DEPLOY / name)
-    entrypoint_defaults = dict(re.findall(r"(?m)^\w+=\$\{(\w+):-([^}]+)\}$", ENTRYPOINT.read_text()))
+    entrypoint_defaults = dict(re.findall(r"(?m)^(?:export )?\w+=\$\{(\w+):-([^}]+)\}$", ENTRYPOINT.read_text()))
     assert env["XDG_CACHE_HOME"] == entrypoint_defaults["XDG_CACHE_HOME"] == "/data/cache"
     assert env["STREAMCAP_SPOOL_DIR"] == entrypoint_defaults["STREAMCAP_SPOOL_DIR"] == "/data/spool"
     assert env["STREAMCAP_CONFIG"] == entrypoint_defaults["STREAMCAP_CONFIG"]
