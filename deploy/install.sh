@@ -69,30 +69,30 @@ fi
 
 # 2. The venv, with torch chosen per box before the project's unpinned torch requirement is met.
 venv_dir=$root$prefix/venv
+python=${PYTHON:-python3}
+pip=("$venv_dir/bin/python" -m pip install -q --disable-pip-version-check)
 if [ "$venv" = 0 ]; then
   say "skipped: venv $venv_dir (--skip-venv)"
+elif [ -e /etc/nv_tegra_release ]; then
+  # Jetson: TensorRT comes with JetPack and torch is NVIDIA's build for it (PyPI's aarch64 torch has no
+  # CUDA); the venv sees both through the system site-packages. Those torch builds use NumPy 1.x.
+  "$python" -c "import torch, torchvision, tensorrt" 2>/dev/null ||
+    die "Jetson: $python cannot import torch, torchvision and tensorrt; install JetPack's python3-libnvinfer and NVIDIA's torch for your JetPack first"
+  [ -x "$venv_dir/bin/python" ] || "$python" -m venv --system-site-packages "$venv_dir"
+  "${pip[@]}" "${src}[onnx]" "numpy<2"
+  "$venv_dir/bin/python" -c "import sys, torch; sys.exit(torch.__file__.startswith(sys.prefix))" ||
+    die "Jetson: pip put a PyPI torch into $venv_dir over NVIDIA's; remove the venv and check the system torch"
 else
-  python=${PYTHON:-python3}
-  if [ -e /etc/nv_tegra_release ]; then
-    # Jetson: torch and TensorRT come with JetPack (NVIDIA's builds); PyPI's aarch64 torch has no CUDA.
-    "$python" -c "import torch, torchvision, tensorrt" 2>/dev/null ||
-      die "Jetson: $python cannot import torch, torchvision and tensorrt; install TensorRT (apt-get install python3-libnvinfer) and NVIDIA's torch for your JetPack first"
-    [ -x "$venv_dir/bin/python" ] || "$python" -m venv --system-site-packages "$venv_dir"
-  else
-    [ -x "$venv_dir/bin/python" ] || "$python" -m venv "$venv_dir"
-  fi
-  pip=("$venv_dir/bin/python" -m pip install -q --disable-pip-version-check)
-  if [ ! -e /etc/nv_tegra_release ] && ! "$venv_dir/bin/python" -c "import torch, torchvision" 2>/dev/null; then
+  [ -x "$venv_dir/bin/python" ] || "$python" -m venv "$venv_dir"
+  if ! "$venv_dir/bin/python" -c "import torch, torchvision" 2>/dev/null; then
     case "$(uname -m)" in
       aarch64) "${pip[@]}" torch==2.9.1 torchvision==0.24.1 ;;
       *) "${pip[@]}" torch==2.14.1 torchvision==0.29.1 ;;
     esac
   fi
   "${pip[@]}" "${src}[onnx]"
-  if [ -e /etc/nv_tegra_release ]; then
-    "$venv_dir/bin/python" -c "import sys, torch; sys.exit(torch.__file__.startswith(sys.prefix))" ||
-      die "Jetson: pip replaced JetPack's torch with one from PyPI in $venv_dir; remove the venv and install NVIDIA's torch system-wide"
-  fi
+fi
+if [ "$venv" = 1 ]; then
   "$venv_dir/bin/streamcap" config schema >/dev/null ||
     die "$venv_dir/bin/streamcap does not start (see above; streamcap needs Python 3.11 or newer)"
   say "installed streamcap into $venv_dir"

@@ -11,7 +11,7 @@ An explicit `kind:` must agree with the URL; `resolve_kind` says why when it doe
 from __future__ import annotations
 
 import re
-from enum import StrEnum
+from streamcap.util.strenum import StrEnum
 
 
 class SourceKind(StrEnum):

@@ -13,7 +13,7 @@ backlog of captions never holds a backlog of full-resolution frames.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from streamcap.util.strenum import StrEnum
 
 import numpy as np
 
@@ -100,6 +100,7 @@ class DropCause(StrEnum):
     backlog = "backlog"  # a bounded queue was full (DROP_OLDEST)
     disconnected = "disconnected"  # best-effort messages while the broker is away
     spool_full = "spool_full"  # the alarm spool reached its bound
+    shutdown = "shutdown"  # still waiting when streamcap stopped
 
 
 class PublisherState(StrEnum):

@@ -63,6 +63,7 @@ class Batcher:
         self._drops: dict[str, int] = {}
         self._reported: dict[str, tuple[float, int]] = {}  # camera -> (when, drops then)
         self._closed = False
+        self._unsent_at_close: dict[str, int] = {}
         self._batches = 0
         self._frames_batched = 0
 
@@ -70,7 +71,8 @@ class Batcher:
         camera = frame.camera_id
         event = None
         with self._cond:
-            if self._closed:
+            if self._closed:  # a reader still delivering while the pipeline stops
+                self._unsent_at_close[camera] = self._unsent_at_close.get(camera, 0) + 1
                 return
             slot = self._pending.get(camera)
             if slot is None:
@@ -109,6 +111,8 @@ class Batcher:
         with self._cond:
             now = time.monotonic()
             reports = [self._report(camera, now, self._reported.get(camera, (0.0, 0))[1]) for camera in list(self._drops)]
+            reports += [FramesDropped("batcher", DropCause.shutdown, n, camera, time.time()) for camera, n in self._unsent_at_close.items()]
+            self._unsent_at_close.clear()
         return [r for r in reports if r is not None]
 
     def next_batch(self, timeout_s: float) -> FrameBatch | None:
@@ -138,8 +142,11 @@ class Batcher:
         return FrameBatch(frames, time.monotonic())
 
     def close(self) -> None:
+        """Stop batching; the frames still waiting are dropped and counted (cause shutdown)."""
         with self._cond:
             self._closed = True
+            for camera in self._pending:
+                self._unsent_at_close[camera] = self._unsent_at_close.get(camera, 0) + 1
             self._pending.clear()
             self._cond.notify_all()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import zoneinfo
-from enum import StrEnum
+from streamcap.util.strenum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 

@@ -38,7 +38,7 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass
-from enum import StrEnum
+from streamcap.util.strenum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
 import re2

@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
-from enum import StrEnum
+from streamcap.util.strenum import StrEnum
 from queue import Empty
 from typing import Any
 

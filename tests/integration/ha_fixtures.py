@@ -3,11 +3,13 @@
 Install it once with `bash tests/integration/ha_setup.sh` (its own venv under .cache/,
 or $STREAMCAP_HA_VENV); tests skip with that hint when it is missing.
 
-Fixtures (import the ones you use into the test module or a conftest, like mqtt_fixtures):
-- `home_assistant`: a Home Assistant connected to the `mosquitto` fixture's broker (per test).
+Fixtures (import the ones you use, and those they depend on, into the test module or a
+conftest, like mqtt_fixtures; all of them depend on `ha_installed`, which skips):
+- `home_assistant`: a Home Assistant on the `mosquitto` fixture's broker, for one test.
 - `home_assistant_factory`: `make(broker)` for a given Mosquitto (per test; stopped after it).
-- `ha_mosquitto` + `home_assistant_module`: one broker and one Home Assistant for a whole test
-  module; Home Assistant takes tens of seconds (minutes on a loaded machine) to start.
+- `ha_mosquitto` + `home_assistant_module`: one broker (it logs subscriptions, for
+  wait_subscribed) and one Home Assistant for a whole test module. HA took 3-5 s to be ready
+  here; allow far more on a loaded machine (STREAMCAP_HA_START_TIMEOUT, default 600 s).
 
 Each instance gets a fresh config dir: configuration.yaml with http on 127.0.0.1 (free port),
 api, config and logger (MQTT at debug level), and the MQTT integration pre-seeded as a config
@@ -20,10 +22,13 @@ STREAMCAP_HA_KEEP=1, for reading its log).
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -67,37 +72,89 @@ def ha_missing_reason() -> str | None:
 
 
 class HAError(RuntimeError):
-    pass
+    """An API call failed (retried while Home Assistant is starting)."""
 
 
-# Run by the HA venv's python (it has aiohttp): send websocket commands, print their results.
-_WS_SCRIPT = r"""
-import asyncio, json, sys
-import aiohttp
+class HAStartFailed(RuntimeError):
+    """Home Assistant cannot come up as configured: stop waiting at once."""
 
-async def main():
-    url, token = sys.argv[1], sys.argv[2]
-    commands = json.loads(sys.stdin.read())
-    timeout = aiohttp.ClientTimeout(total=float(sys.argv[3]))
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        async with session.ws_connect(url + "/api/websocket", max_msg_size=0) as ws:
-            await ws.receive_json()  # auth_required
-            await ws.send_json({"type": "auth", "access_token": token})
-            reply = await ws.receive_json()
-            if reply.get("type") != "auth_ok":
-                raise SystemExit(f"websocket auth failed: {reply}")
-            results = []
-            for number, command in enumerate(commands, 1):
-                await ws.send_json({"id": number, **command})
-                while True:
-                    reply = await ws.receive_json()
-                    if reply.get("id") == number and reply.get("type") == "result":
-                        break
-                results.append(reply)
-    print(json.dumps(results))
 
-asyncio.run(main())
-"""
+# Lines in HA's log that mean the start has failed for good (our config is at fault).
+_FATAL_START_LINES = ("Activating recovery mode", "Invalid config for")
+
+
+class _WebSocket:
+    """Just enough of a websocket client (RFC 6455, text frames, no extensions) for HA's API."""
+
+    def __init__(self, host: str, port: int, path: str, timeout_s: float) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self._buffer = b""
+        while b"\r\n\r\n" not in self._buffer:
+            self._buffer += self._recv_some()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise HAError(f"websocket upgrade refused: {head[:200]!r}")
+
+    def _recv_some(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise HAError("websocket closed by Home Assistant")
+        return chunk
+
+    def _read(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            self._buffer += self._recv_some()
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def _send_frame(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        n = len(payload)
+        header = bytes([0x80 | opcode])
+        if n < 126:
+            header += bytes([0x80 | n])
+        elif n < 1 << 16:
+            header += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            header += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def send_json(self, message: dict) -> None:
+        self._send_frame(0x1, json.dumps(message).encode())
+
+    def receive_json(self) -> Any:
+        message = b""
+        while True:
+            first, second = self._read(2)
+            opcode, n = first & 0x0F, second & 0x7F
+            if n == 126:
+                (n,) = struct.unpack("!H", self._read(2))
+            elif n == 127:
+                (n,) = struct.unpack("!Q", self._read(8))
+            mask = self._read(4) if second & 0x80 else None
+            payload = self._read(n)
+            if mask:
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            if opcode == 0x8:
+                raise HAError(f"websocket closed by Home Assistant: {payload!r}")
+            if opcode == 0x9:
+                self._send_frame(0xA, payload)  # pong
+                continue
+            if opcode in (0x1, 0x0):
+                message += payload
+                if first & 0x80:
+                    return json.loads(message)
+
+    def close(self) -> None:
+        try:
+            self._send_frame(0x8, struct.pack("!H", 1000))
+        except OSError:
+            pass
+        self.sock.close()
 
 
 class HomeAssistant:
@@ -135,7 +192,6 @@ homeassistant:
   latitude: 52.37
   longitude: 4.89
   elevation: 0
-  radius: 100
   unit_system: metric
   time_zone: UTC
   currency: EUR
@@ -276,7 +332,13 @@ logger:
     def _mqtt_ready(self) -> bool:
         entries = self.api("GET", "/api/config/config_entries/entry")
         entry = next((e for e in entries if e.get("entry_id") == self.mqtt_entry_id), None)
-        if entry is None or entry.get("state") != "loaded":
+        if entry is None:
+            raise HAStartFailed(f"the MQTT config entry {self.mqtt_entry_id} was not loaded from "
+                                f".storage/core.config_entries\n{self.diagnostics()}")
+        if entry.get("state") in ("setup_error", "migration_error", "failed_unload"):
+            raise HAStartFailed(f"the MQTT config entry is in state {entry.get('state')}: "
+                                f"{entry.get('reason')}\n{self.diagnostics()}")
+        if entry.get("state") != "loaded":
             return False
         log = self.log_text()
         return (f"Connected to MQTT server {self.broker.host}:{self.broker.port}" in log
@@ -341,15 +403,25 @@ logger:
         return payload
 
     # ---- websocket --------------------------------------------------------------------
-    def ws(self, *commands: dict, timeout_s: float = 60.0) -> list[dict]:
-        """Websocket commands (without "id"); returns their result messages in order."""
+    def ws(self, *commands: dict, timeout_s: float = HTTP_TIMEOUT_S) -> list[dict]:
+        """Websocket commands (without "id") on one connection; returns their result messages."""
         self._auth_header()  # refreshes the token if needed
-        result = subprocess.run(
-            [str(self.venv / "bin" / "python"), "-c", _WS_SCRIPT, self.url, self.token, str(timeout_s)],
-            input=json.dumps(list(commands)), capture_output=True, text=True, timeout=timeout_s + 60)
-        if result.returncode != 0:
-            raise HAError(f"websocket {commands}: {result.stderr.strip()[-2000:]}")
-        return json.loads(result.stdout)
+        ws = _WebSocket(self.host, self.port, "/api/websocket", timeout_s)
+        try:
+            ws.receive_json()  # auth_required
+            ws.send_json({"type": "auth", "access_token": self.token})
+            reply = ws.receive_json()
+            if reply.get("type") != "auth_ok":
+                raise HAError(f"websocket auth failed: {reply}")
+            results = []
+            for number, command in enumerate(commands, 1):
+                ws.send_json({"id": number, **command})
+                while not ((reply := ws.receive_json()).get("id") == number and reply.get("type") == "result"):
+                    pass
+                results.append(reply)
+            return results
+        finally:
+            ws.close()
 
     def _ws_list(self, command: str) -> list[dict]:
         (reply,) = self.ws({"type": command})
@@ -378,6 +450,11 @@ logger:
             if self.proc is not None and self.proc.poll() is not None:
                 raise HAError(f"Home Assistant exited with {self.proc.returncode} while waiting for {what}\n"
                               f"{self.diagnostics()}")
+            if during_start:
+                log = self.log_text()
+                fatal = next((line for line in log.splitlines() if any(f in line for f in _FATAL_START_LINES)), None)
+                if fatal is not None:
+                    raise HAStartFailed(f"Home Assistant failed to start: {fatal}\n{self.diagnostics()}")
             try:
                 result = predicate()
             except (OSError, HAError):
@@ -422,9 +499,23 @@ logger:
         return self.wait_for(check, timeout_s, f"{text!r} in the Home Assistant log")
 
     def wait_subscribed(self, topic: str, timeout_s: float = 60.0) -> None:
-        """Wait until HA has sent SUBSCRIBE for `topic`. An entity's state is in /api/states a
-        moment before its topics are subscribed: a non-retained message sent in between is lost."""
+        """Wait until HA's subscription to `topic` is in place.
+
+        An entity is in /api/states a moment before its topics are subscribed (HA batches
+        SUBSCRIBEs), so a non-retained message sent in between is lost. This waits for HA's
+        "Subscribing to <topic>" log line and, when the broker logs subscriptions (ha_mosquitto
+        does), for the broker's own record of it, after which nothing published is missed.
+        """
         self.wait_log(f"Subscribing to {topic},", timeout_s)
+        if "log_type subscribe" in self.broker.conf.read_text():
+            def broker_has_it() -> bool:
+                try:
+                    text = self.broker.log_path.read_text(errors="replace")
+                except OSError:
+                    return False
+                return any(line.endswith(f" {topic}") for line in text.splitlines())
+
+            self.wait_for(broker_has_it, timeout_s, f"mosquitto to log the subscription to {topic}")
 
     def log_text(self) -> str:
         try:
@@ -443,20 +534,36 @@ logger:
                 f"--- {self.stdout_path}\n{tail(self.stdout_path)}\n--- mosquitto\n{self.broker.log_tail()}")
 
 
+class SubscribeLoggingMosquitto(Mosquitto):
+    """Mosquitto that also logs each SUBSCRIBE it has processed (for wait_subscribed)."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with open(self.conf, "a") as conf:
+            conf.write("log_type subscribe\nlog_type unsubscribe\n")
+
+
 def _require_ha() -> None:
     reason = ha_missing_reason()
     if reason is not None:
         pytest.skip(reason)
 
 
-@pytest.fixture
-def home_assistant_factory():
-    """make(broker) -> a started HomeAssistant on that broker; all are stopped after the test."""
+@pytest.fixture(scope="session")
+def ha_installed() -> Path:
+    """The HA venv (skips the test when it is missing)."""
     _require_ha()
+    return ha_venv()
+
+
+@pytest.fixture
+def home_assistant_factory(ha_installed):
+    """make(broker) -> a started HomeAssistant on that broker; all are stopped after the test
+    (request the broker's fixture before this one, so they stop before it does)."""
     made: list[HomeAssistant] = []
 
     def make(broker: Mosquitto, **kwargs) -> HomeAssistant:
-        ha = HomeAssistant(broker, **kwargs)
+        ha = HomeAssistant(broker, **{"venv": ha_installed, **kwargs})
         made.append(ha)
         return ha.start()
 
@@ -468,9 +575,13 @@ def home_assistant_factory():
 
 
 @pytest.fixture
-def home_assistant(mosquitto, home_assistant_factory):
-    """A Home Assistant on the `mosquitto` fixture's broker, for one test."""
-    return home_assistant_factory(mosquitto)
+def home_assistant(ha_installed, mosquitto):
+    """A Home Assistant on the `mosquitto` fixture's broker, for one test (stopped before the broker)."""
+    ha = HomeAssistant(mosquitto, venv=ha_installed)
+    try:
+        yield ha.start()
+    finally:
+        ha.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -479,14 +590,13 @@ def ha_mosquitto():
     binary = find_mosquitto()
     if binary is None:
         pytest.skip("mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients)")
-    yield from _running(Mosquitto(binary))
+    yield from _running(SubscribeLoggingMosquitto(binary))
 
 
 @pytest.fixture(scope="module")
-def home_assistant_module(ha_mosquitto):
+def home_assistant_module(ha_installed, ha_mosquitto):
     """One Home Assistant on ha_mosquitto for the whole module: tests must use distinct topics and ids."""
-    _require_ha()
-    ha = HomeAssistant(ha_mosquitto)
+    ha = HomeAssistant(ha_mosquitto, venv=ha_installed)
     try:
         yield ha.start()
     finally:

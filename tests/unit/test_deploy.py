@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -84,8 +85,20 @@ def write_clip(path: Path, frames: int = 8) -> Path:
     return path
 
 
+@dataclass
+class Box:
+    config: Path
+    data: Path
+    env: dict[str, str]
+    log: Path
+
+    def calls(self) -> list[list[str]]:
+        """One [PID, XDG_CACHE_HOME, *arguments] per call of the streamcap stub."""
+        return [line.split("\t") for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+
 @pytest.fixture
-def box(tmp_path):
+def box(tmp_path) -> Box:
     """A container's layout in tmp: a config with one file camera, empty data folder, streamcap stub on PATH."""
     config_dir, data, bin_dir = tmp_path / "config", tmp_path / "data", tmp_path / "bin"
     for d in (config_dir, data, bin_dir):
@@ -100,14 +113,7 @@ def box(tmp_path):
     env = clean_env(STREAMCAP_CONFIG=str(config), STREAMCAP_SPOOL_DIR=str(data / "spool"),
                     XDG_CACHE_HOME=str(data / "cache"), STUB_LOG=str(tmp_path / "calls.tsv"),
                     PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-
-    class Box:
-        pass
-
-    b = Box()
-    b.config, b.data, b.env, b.log = config, data, env, tmp_path / "calls.tsv"
-    b.calls = lambda: [line.split("\t") for line in b.log.read_text().splitlines()] if b.log.exists() else []
-    return b
+    return Box(config, data, env, tmp_path / "calls.tsv")
 
 
 def entrypoint(args: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
