@@ -101,6 +101,7 @@ def main() -> int:
     p.add_argument("--cache-dir", default=".cache/features")
     p.add_argument("--corrections", default="data/caption_corrections.tsv")
     p.add_argument("--test-sizes", default="224", help="input squares to run the dev images at (the heads train at 224)")
+    p.add_argument("--size-sets", default="flickr8k,coco_subset,clip_frames", help="dev sets to encode at the other sizes")
     args = p.parse_args()
     root = Path(args.data)
     if not (root / "flickr8k").is_dir():
@@ -112,9 +113,13 @@ def main() -> int:
     train_ids, dev_ids = corpus.split("train"), corpus.split("dev")
     train_feats, _ = cached_features(encoder, train_ids, corpus.image_paths, args.cache_dir)
     dev_by_size = {}
+    size_ids = [i for i in dev_ids if source_of(i) in args.size_sets.split(",")]
     for size in [int(x) for x in args.test_sizes.split(",")]:
-        sized = encoder if size == encoder.spec.input_size else build_encoder("efficientnet_lite0", input_size=size)
-        dev_by_size[size] = cached_features(sized, dev_ids, corpus.image_paths, args.cache_dir)[0]
+        if size == encoder.spec.input_size:
+            dev_by_size[size] = (dev_ids, cached_features(encoder, dev_ids, corpus.image_paths, args.cache_dir)[0])
+        else:
+            sized = build_encoder("efficientnet_lite0", input_size=size)
+            dev_by_size[size] = (size_ids, cached_features(sized, size_ids, corpus.image_paths, args.cache_dir)[0])
     train_labels, train_mask = label_arrays([image_labels(corpus, i) for i in train_ids], CONCEPT_NAMES)
     dev_labels, dev_mask = label_arrays([image_labels(corpus, i) for i in dev_ids], CONCEPT_NAMES)
     rng = np.random.default_rng(0)
@@ -150,11 +155,16 @@ def main() -> int:
             model = head
         calib_logits = head_logits(model, train_feats, calib_rows)
         calibrate(head, calib_logits, train_labels[calib_rows], train_mask[calib_rows])
-        for size, feats in dev_by_size.items():
+        for size, (ids, feats) in dev_by_size.items():
             dev_logits = head_logits(model, feats)
             probs = torch.sigmoid(dev_logits * head.calib_scale + head.calib_bias)
+            index = {image_id: k for k, image_id in enumerate(dev_ids)}
+            label_rows = np.array([index[i] for i in ids])
             for set_name, rows in sets.items():
-                print(report(f"{variant} @{size}", set_name, probs[rows], dev_labels[rows], dev_mask[rows]), flush=True)
+                local = np.array([k for k, i in enumerate(ids) if index[i] in set(rows.tolist())])
+                if len(local):
+                    print(report(f"{variant} @{size}", set_name, probs[local], dev_labels[label_rows[local]],
+                                 dev_mask[label_rows[local]]), flush=True)
     print("\n| input | grid | encoder ms/image (batch 8, median of 5) | ratio to 224 |\n|---|---|---|---|")
     base = None
     for size in dev_by_size:

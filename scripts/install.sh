@@ -39,6 +39,8 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
 fi
 if [ "$with_test" = 1 ]; then
   "${pip[@]}" -e ".[test]"
+  # A real Home Assistant (its own venv under .cache/) for the discovery tests.
+  bash tests/integration/ha_setup.sh
 else
   "${pip[@]}" -e ".[onnx]"
 fi

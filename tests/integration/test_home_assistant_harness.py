@@ -189,7 +189,10 @@ def test_unknown_keys_are_dropped_silently(ha, publish, box_online):
                     "json_atributes_topic": f"{BASE}/cam1/typo_attributes", "device": DEVICE, **AVAILABILITY},
             retain=True)
     ha.wait_for_entity("test_box_cam1_typo", WAIT_S)
-    assert f"discovery message topic: '{topic}'" not in ha.log_text()
+    ha.wait_subscribed(f"{BASE}/cam1/typo", WAIT_S)
+    log = ha.log_text()
+    assert f"discovery message topic: '{topic}'" not in log
+    assert f"Subscribing to {BASE}/cam1/typo_attributes," not in log  # the misspelt key did nothing
     publish(topic, b"", retain=True)
 
 

@@ -1,0 +1,72 @@
+"""Grounded decoding's thresholds on the dev sets: concept truth and CIDEr-D for each setting.
+
+    .venv/bin/python benchmarks/bench_grounding.py --model runs/x/model.pt [--beam 3]
+        [--ban 0,0.05,0.1,0.2] [--require 1.01,0.9,0.8]
+
+Decodes the cached dev grids of Flickr8k, the COCO subset and the dev clips
+with the checkpoint's decoder (the same search every backend runs) for each
+(ban_below, require_above) pair and prints, per dev set, person and vehicle
+recall and false mention, and CIDEr-D (our scorer, against each set's own
+references). The default thresholds shipped in a checkpoint are chosen from
+this table (dev only).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+from streamcap.model.checkpoint import load_checkpoint
+from streamcap.model.decoding import DecodeOptions
+from streamcap.model.encoder import build_encoder
+from streamcap.model.grounding import GroundingOptions
+from streamcap.train.concept_eval import concept_truth, format_rate, image_labels
+from streamcap.train.data import load_corpora, source_of
+from streamcap.train.evaluate import caption_features, score_captions
+from streamcap.train.features import cached_features
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", default=os.environ.get("STREAMCAP_DATA", "../shared/data"))
+    p.add_argument("--beam", type=int, default=3)
+    p.add_argument("--ban", default="0,0.05,0.1,0.2")
+    p.add_argument("--require", default="1.01,0.9")
+    p.add_argument("--cache-dir", default=".cache/features")
+    p.add_argument("--corrections", default="data/caption_corrections.tsv")
+    args = p.parse_args()
+    root = Path(args.data)
+    if not (root / "flickr8k").is_dir():
+        print(f"skipped: no shared data at {root}")
+        return 0
+    spec, decoder, _ = load_checkpoint(args.model)
+    corpus = load_corpora([root / "flickr8k", root / "coco_subset", root / "clip_frames"], corrections=args.corrections)
+    dev_ids = corpus.split("dev")
+    features, _ = cached_features(build_encoder(spec.encoder), dev_ids, corpus.image_paths, args.cache_dir)
+    labels = [image_labels(corpus, i) for i in dev_ids]
+    sets = {s: [k for k, i in enumerate(dev_ids) if source_of(i) == s] for s in ("flickr8k", "coco_subset", "clip_frames")}
+    print(f"{args.model}, beam {args.beam}; cells: recall / false mention (count)")
+    print("| ban below | require above | set | person recall | person false | vehicle recall | vehicle false | animal recall | animal false | CIDEr-D |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for ban in [float(b) for b in args.ban.split(",")]:
+        for require in [float(r) for r in args.require.split(",")]:
+            options = dataclasses.replace(DecodeOptions.for_model(spec, args.beam),
+                                          grounding=GroundingOptions(ban_below=ban, require_above=require))
+            t0 = time.perf_counter()
+            captions = caption_features(decoder, spec.vocab, features, options)
+            for name, rows in sets.items():
+                truth = concept_truth([labels[k] for k in rows], [captions[k] for k in rows])
+                cider = score_captions([dev_ids[k] for k in rows], [captions[k] for k in rows], corpus.captions)["CIDEr-D"]
+                cells = [format_rate(t.recall, t.present) + " | " + format_rate(t.false_mention, t.absent)
+                         for t in (truth["person"], truth["vehicle"], truth["animal"])]
+                print(f"| {ban:g} | {require:g} | {name} | " + " | ".join(cells) + f" | {cider:.3f} |", flush=True)
+            print(f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
