@@ -1,6 +1,6 @@
 """Captioner speed on this machine: encoder alone, decoder alone, end to end.
 
-    python benchmarks/bench_captioner_speed.py [--model CKPT] [--repeats 7] [--backends torch-cpu,onnxruntime-cpu]
+    python benchmarks/bench_captioner_speed.py [--model CKPT [--model CKPT2]] [--repeats 7] [--backends torch-cpu,onnxruntime-cpu]
 
 Reports medians over repeats (the machine is shared and noisy) at batch 1 and
 8, per backend: images/s of the encoder, captions/s end to end (preprocess +
@@ -9,6 +9,10 @@ as a percentage of encode time for the same batch (target: beam 3 < 25%).
 The last column decodes the same batch with the exhaustive beam search
 (`prune=False`: every image until all have beam-size finished captions) in
 the same process, so its ratio to the pruned search survives a noisy machine.
+With several --model, the models' rows alternate in one process and the
+last column gives each one's beam-3 captions/s as a ratio to the first
+model's (the honest comparison on a shared, noisy machine). Every row is
+warmed up (two full captionings) before it is timed.
 bench_backends.py has the encoder precisions (INT8) and ResNet50.
 """
 from __future__ import annotations
@@ -38,9 +42,11 @@ def _exhaustive_beam(captioner, grid: torch.Tensor, beam: int):
                        captioner.spec.max_len, beam_size=beam, rules=rules, prune=False)
 
 
-def _row(captioner, frames, batch: int, repeats: int) -> str:
+def _row(captioner, frames, batch: int, repeats: int) -> tuple[str, float]:
     chunk = frames[:batch]
     with torch.no_grad():
+        for _ in range(2):  # warm-up: first-run allocations and ONNX Runtime's planning, at this batch size
+            captioner.caption(chunk)
         t_enc = median_seconds(lambda: captioner.encode(chunk), repeats)
         grid = captioner.encode(chunk)
         shares, e2e = {}, {}
@@ -51,12 +57,12 @@ def _row(captioner, frames, batch: int, repeats: int) -> str:
             shares[beam], e2e[beam] = t_dec / t_enc, batch / t_all
         t_exhaustive = median_seconds(lambda: _exhaustive_beam(captioner, grid, 3), repeats)
     return (f"| {captioner.name} | {batch} | {batch / t_enc:.1f} | {e2e[1]:.1f} | {e2e[3]:.1f} | {100 * shares[1]:.0f}% "
-            f"| {100 * shares[3]:.0f}% | {t_exhaustive / (shares[3] * t_enc):.2f} |")
+            f"| {100 * shares[3]:.0f}% | {t_exhaustive / (shares[3] * t_enc):.2f} |"), e2e[3]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model")
+    p.add_argument("--model", action="append", help="checkpoint (repeat to compare; default: the shipped model)")
     p.add_argument("--data", default=os.environ.get("STREAMCAP_DATA", "../shared/data") + "/flickr8k")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--batches", default="1,8")
@@ -67,14 +73,19 @@ def main() -> int:
         return 0
     corpus = load_flickr8k(args.data)
     frames = [read_image(corpus.image_paths[i]) for i in corpus.split("dev")[:16]]
-    print(f"model {args.model or 'shipped default'}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| backend | batch | encoder img/s | greedy captions/s | beam-3 captions/s | greedy decode / encode "
-          "| beam-3 decode / encode | exhaustive beam-3 / pruned |")
-    print("|---|---|---|---|---|---|---|---|")
+    models = args.model or [None]
+    print(f"models {', '.join(m or 'shipped default' for m in models)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| model | backend | batch | encoder img/s | greedy captions/s | beam-3 captions/s | greedy decode / encode "
+          "| beam-3 decode / encode | exhaustive beam-3 / pruned | beam-3 vs first model |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for backend in args.backends.split(","):
-        captioner = load_captioner(args.model, backend=backend)
+        captioners = [load_captioner(m, backend=backend) for m in models]
         for batch in [int(b) for b in args.batches.split(",")]:
-            print(_row(captioner, frames, batch, args.repeats), flush=True)
+            base = None
+            for model, captioner in zip(models, captioners):
+                row, beam3 = _row(captioner, frames, batch, args.repeats)
+                base = base or beam3
+                print(f"| {Path(model).name if model else 'shipped'} {row} {beam3 / base:.2f} |", flush=True)
     return 0
 
 

@@ -58,6 +58,11 @@ class OnnxRuntimeCaptioner(SearchCaptioner):
         device: str = "cpu", precision: str = "fp32", encoder_path=None,
     ):
         super().__init__(spec, options, model_path)
+        if device == "cpu":
+            # With ONNX Runtime doing the heavy work, torch only runs the search's small tensor ops,
+            # and its intra-op threads spin against ONNX Runtime's for the same two cores: one
+            # thread makes beam search 2.6x faster here (profiled: 13.0 s -> 5.0 s for 20 batches).
+            torch.set_num_threads(1)
         self.onnx, self.device = onnx, device
         self.name = f"onnxruntime-{device}" + ("-int8" if precision == "int8" else "")
         self.encoder_spec = SPECS[spec.encoder]

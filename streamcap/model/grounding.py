@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 
-from streamcap.concepts import BY_NAME, banned_words
 from streamcap.model.vocab import PAD_INDEX, Vocabulary
 
 NEG_INF = float("-inf")
@@ -53,8 +52,7 @@ class StepRules:
         self.required: torch.Tensor | None = None  # (B, C) bool
         self.concept_words: list[torch.Tensor] = []
         if probs is not None and concepts:
-            words = [sorted(banned_words(BY_NAME[c], vocab.words)) for c in concepts]
-            self.concept_words = [torch.tensor(w, dtype=torch.long) for w in words]
+            self.concept_words = vocab.concept_words(tuple(concepts))
             ruled_out = probs < options.ban_below  # (B, C)
             if bool(ruled_out.any()):
                 self.ban_mask = torch.zeros(probs.shape[0], len(vocab), dtype=torch.bool)  # (B, V)

@@ -89,6 +89,17 @@ class Vocabulary:
 
         return [(torch.tensor(sorted(after)), torch.tensor(sorted(banned))) for after, banned in self.banned_after if after and banned]
 
+    def concept_words(self, concepts: tuple[str, ...]) -> list:
+        """Per concept, the index tensor of the words that name it; computed once per vocabulary."""
+        cache = self.__dict__.setdefault("_concept_words", {})
+        if concepts not in cache:
+            import torch
+
+            from streamcap.concepts import BY_NAME, banned_words
+
+            cache[concepts] = [torch.tensor(sorted(banned_words(BY_NAME[c], self.words)), dtype=torch.long) for c in concepts]
+        return cache[concepts]
+
     @property
     def start_index(self) -> int:
         return self.index[START]
