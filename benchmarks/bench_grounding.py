@@ -36,6 +36,7 @@ def main() -> int:
     p.add_argument("--beam", type=int, default=3)
     p.add_argument("--ban", default="0,0.05,0.1,0.2")
     p.add_argument("--require", default="1.01,0.9")
+    p.add_argument("--person-ban", default="", help="also try these ban thresholds for person alone (per-concept override)")
     p.add_argument("--cache-dir", default=".cache/features")
     p.add_argument("--corrections", default="data/caption_corrections.tsv")
     args = p.parse_args()
@@ -52,10 +53,13 @@ def main() -> int:
     print(f"{args.model}, beam {args.beam}; cells: recall / false mention (count)")
     print("| ban below | require above | set | person recall | person false | vehicle recall | vehicle false | animal recall | animal false | CIDEr-D |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for ban in [float(b) for b in args.ban.split(",")]:
-        for require in [float(r) for r in args.require.split(",")]:
+    settings = [(float(b), float(r), None) for b in args.ban.split(",") for r in args.require.split(",")]
+    settings += [(float(args.ban.split(",")[-1]), float(args.require.split(",")[-1]), float(pb))
+                 for pb in args.person_ban.split(",") if pb]
+    for ban, require, person_ban in settings:
+            per_concept = (("person", person_ban, require),) if person_ban is not None else ()
             options = dataclasses.replace(DecodeOptions.for_model(spec, args.beam),
-                                          grounding=GroundingOptions(ban_below=ban, require_above=require))
+                                          grounding=GroundingOptions(ban_below=ban, require_above=require, per_concept=per_concept))
             t0 = time.perf_counter()
             captions = caption_features(decoder, spec.vocab, features, options)
             for name, rows in sets.items():
@@ -63,7 +67,8 @@ def main() -> int:
                 cider = score_captions([dev_ids[k] for k in rows], [captions[k] for k in rows], corpus.captions)["CIDEr-D"]
                 cells = [format_rate(t.recall, t.present) + " | " + format_rate(t.false_mention, t.absent)
                          for t in (truth["person"], truth["vehicle"], truth["animal"])]
-                print(f"| {ban:g} | {require:g} | {name} | " + " | ".join(cells) + f" | {cider:.3f} |", flush=True)
+                label = f"{ban:g}" + (f" (person {person_ban:g})" if person_ban is not None else "")
+                print(f"| {label} | {require:g} | {name} | " + " | ".join(cells) + f" | {cider:.3f} |", flush=True)
             print(f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
 

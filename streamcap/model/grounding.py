@@ -15,6 +15,8 @@ the same captions under the same rules:
    - a concept at or above `require_above` must be named: the caption cannot
      end before one of its words, for its first `require_within` words
      (a decoder that cannot find the word gives up rather than ramble).
+   Both thresholds can differ per concept (`per_concept`); the shipped ones
+   are chosen on the dev sets (benchmarks/bench_grounding.py).
 
 Shapes: R rows being decoded (images x beams), t words so far, V vocabulary, C concepts.
 """
@@ -35,6 +37,17 @@ class GroundingOptions:
     require_above: float = 1.01  # above 1: never require
     require_within: int = 16
     block_repeated_trigrams: bool = True
+    # (concept, ban_below, require_above) for concepts whose head is more or less sure than the rest
+    per_concept: tuple[tuple[str, float, float], ...] = ()
+
+    def __post_init__(self) -> None:  # from a checkpoint the overrides arrive as lists
+        object.__setattr__(self, "per_concept", tuple((str(c), float(b), float(r)) for c, b, r in self.per_concept))
+
+    def thresholds(self, concepts: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ban_below, require_above) per concept, (C,) each."""
+        overrides = {c: (b, r) for c, b, r in self.per_concept}
+        pairs = [overrides.get(c, (self.ban_below, self.require_above)) for c in concepts]
+        return torch.tensor([b for b, _ in pairs]), torch.tensor([r for _, r in pairs])
 
 
 class StepRules:
@@ -53,14 +66,15 @@ class StepRules:
         self.concept_words: list[torch.Tensor] = []
         if probs is not None and concepts:
             self.concept_words = vocab.concept_words(tuple(concepts))
-            ruled_out = probs < options.ban_below  # (B, C)
+            ban_below, require_above = options.thresholds(tuple(concepts))  # (C,), (C,)
+            ruled_out = probs < ban_below  # (B, C)
             if bool(ruled_out.any()):
                 self.ban_mask = torch.zeros(probs.shape[0], len(vocab), dtype=torch.bool)  # (B, V)
                 for c, indices in enumerate(self.concept_words):
                     rows = ruled_out[:, c].nonzero()[:, 0]
                     if len(rows) and len(indices):
                         self.ban_mask[rows[:, None], indices[None]] = True
-            required = probs >= options.require_above  # (B, C)
+            required = probs >= require_above  # (B, C)
             has_words = torch.tensor([len(w) > 0 for w in self.concept_words])
             required &= has_words[None]
             self.required = required if bool(required.any()) else None

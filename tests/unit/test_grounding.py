@@ -131,3 +131,16 @@ def test_no_trigram_is_said_twice(beam_size):
 def test_without_concepts_only_the_word_rules_apply():
     rules = StepRules(VOCAB, CONCEPTS, None, GroundingOptions(ban_below=0.5, require_above=0.5))
     assert rules.ban_mask is None and rules.required is None
+
+
+def test_thresholds_can_differ_per_concept_and_survive_a_checkpoint_round_trip():
+    import dataclasses
+
+    options = GroundingOptions(ban_below=0.1, require_above=0.95, per_concept=[["person", 0.5, 0.8]])
+    ban, require = options.thresholds(CONCEPTS)
+    assert ban.tolist() == pytest.approx([0.5, 0.1, 0.1, 0.1]) and require.tolist() == pytest.approx([0.8, 0.95, 0.95, 0.95])
+    assert GroundingOptions(**dataclasses.asdict(options)) == options
+    probs = torch.tensor([[0.4, 0.4, 0.4, 0.4]])
+    rules = StepRules(VOCAB, CONCEPTS, probs, options)
+    banned = rules.ban_mask[0].nonzero()[:, 0].tolist()
+    assert {VOCAB.words[i] for i in banned} == {"man", "woman"}, "only person is below its own threshold"
