@@ -1,6 +1,8 @@
 """`streamcap pack`: turn a training checkpoint into a shippable one (fp16, decoding defaults)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from streamcap.model.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -10,6 +12,10 @@ def register(subparsers) -> None:
     p.add_argument("out", help="where to write the packed checkpoint (e.g. streamcap/assets/default.pt)")
     p.add_argument("--beam", type=int, help="default beam width")
     p.add_argument("--length-penalty", type=float, help="default beam length penalty exponent")
+    p.add_argument("--ban-below", type=float, help="grounding: never name a concept whose probability is below this")
+    p.add_argument("--require-above", type=float, help="grounding: name a concept whose probability is at least this")
+    p.add_argument("--concept-thresholds", action="append", default=[], metavar="CONCEPT=BAN,REQUIRE",
+                   help="grounding thresholds for one concept (e.g. person=0.5,0.95), chosen on dev with benchmarks/bench_grounding.py")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE to record in the model card info")
     p.set_defaults(func=run)
 
@@ -20,8 +26,31 @@ def run(args) -> int:
         spec.beam_size = args.beam
     if args.length_penalty is not None:
         spec.length_penalty = args.length_penalty
+    grounding = {}
+    if args.ban_below is not None:
+        grounding["ban_below"] = args.ban_below
+    if args.require_above is not None:
+        grounding["require_above"] = args.require_above
+    if args.concept_thresholds:
+        grounding["per_concept"] = tuple(_concept_thresholds(item, spec) for item in args.concept_thresholds)
+    if grounding:
+        if not spec.decoder.concept_names:
+            raise SystemExit(f"pack: {args.model} has no concept head; grounding thresholds need one (train with --concepts true)")
+        spec.grounding = replace(spec.grounding, **grounding)
     spec.info = {k: v for k, v in spec.info.items() if k != "config"} | {"packed_from": args.model}
     spec.info.update(dict(note.split("=", 1) for note in args.note))
     save_checkpoint(args.out, spec, decoder, half=True)
-    print(f"{args.out}: {spec.decoder.kind} decoder on {spec.encoder}, beam {spec.beam_size}, length penalty {spec.length_penalty}, fp16")
+    print(f"{args.out}: {spec.decoder.kind} decoder on {spec.encoder}, beam {spec.beam_size}, length penalty {spec.length_penalty}, {spec.grounding}, fp16")
     return 0
+
+
+def _concept_thresholds(item: str, spec) -> tuple[str, float, float]:
+    concept, _, values = item.partition("=")
+    known = spec.decoder.concept_names
+    if concept not in known:
+        raise SystemExit(f"pack: --concept-thresholds {item}: the model's concepts are {', '.join(known)}")
+    try:
+        ban, require = (float(v) for v in values.split(","))
+    except ValueError:
+        raise SystemExit(f"pack: --concept-thresholds {item}: expected CONCEPT=BAN,REQUIRE, e.g. person=0.5,0.95") from None
+    return concept, ban, require

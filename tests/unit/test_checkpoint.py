@@ -85,3 +85,51 @@ def test_warm_start_matches_vocabulary_rows_by_word(kind):
     for name, tensor in source_state.items():
         if name not in vocab_sized:
             torch.testing.assert_close(target_state[name], tensor)
+
+
+def _spec_with_head():
+    from streamcap.concepts import CONCEPT_NAMES
+    from streamcap.model.concept_head import ConceptHeadConfig
+
+    spec = _spec()
+    spec.decoder = DecoderConfig(**{**spec.decoder.to_dict(), "concept_head": ConceptHeadConfig(CONCEPT_NAMES, 1280).to_dict()})
+    return spec
+
+
+def test_pack_records_decoding_and_grounding_defaults(tmp_path):
+    from streamcap.__main__ import main
+
+    # given a trained checkpoint with a concept head
+    spec = _spec_with_head()
+    save_checkpoint(tmp_path / "m.pt", spec, build_decoder(spec.decoder).eval())
+    # when packed with thresholds chosen on dev
+    code = main(["pack", str(tmp_path / "m.pt"), str(tmp_path / "packed.pt"), "--beam", "2",
+                 "--ban-below", "0.1", "--concept-thresholds", "person=0.5,0.95"])
+    # then the packed model decodes with them by default
+    assert code == 0
+    packed, _, _ = load_checkpoint(tmp_path / "packed.pt")
+    assert packed.beam_size == 2
+    assert packed.grounding.ban_below == 0.1 and packed.grounding.require_above == spec.grounding.require_above
+    assert packed.grounding.per_concept == (("person", 0.5, 0.95),)
+    assert DecodeOptions.for_model(packed).grounding == packed.grounding
+
+
+@pytest.mark.parametrize("item, message", [("ghost=0.1,0.9", "concepts are person"), ("person=0.1", "CONCEPT=BAN,REQUIRE")])
+def test_pack_refuses_thresholds_it_cannot_apply(tmp_path, item, message, capsys):
+    from streamcap.__main__ import main
+
+    spec = _spec_with_head()
+    save_checkpoint(tmp_path / "m.pt", spec, build_decoder(spec.decoder).eval())
+    with pytest.raises(SystemExit) as stopped:
+        main(["pack", str(tmp_path / "m.pt"), str(tmp_path / "packed.pt"), "--concept-thresholds", item])
+    assert message in str(stopped.value)
+    assert not (tmp_path / "packed.pt").exists()
+
+
+def test_pack_refuses_grounding_for_a_model_without_concept_head(tmp_path):
+    from streamcap.__main__ import main
+
+    spec = _spec()
+    save_checkpoint(tmp_path / "m.pt", spec, build_decoder(spec.decoder).eval())
+    with pytest.raises(SystemExit, match="no concept head"):
+        main(["pack", str(tmp_path / "m.pt"), str(tmp_path / "packed.pt"), "--ban-below", "0.2"])
