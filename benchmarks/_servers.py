@@ -26,17 +26,26 @@ class Broker:
             sys.exit("mosquitto not found: apt-get install -y mosquitto")
         self.port = port or free_port()
         self.dir = Path(workdir)
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "log_dest none"]
+        self.log = self.dir / "mosquitto.log"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", f"log_dest file {self.log}",
+                 "log_type error", "log_type warning"]
         if persistence:
+            # Saved after every change, so a SIGKILLed broker comes back with the subscriber's session and queue.
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1",
                       "autosave_on_changes true", "max_queued_messages 100000"]
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
-        if os.geteuid() == 0 and persistence:
+        if os.geteuid() == 0:
+            # Started as root, mosquitto runs as the user `mosquitto`, which must reach and own its
+            # folder: without that it cannot save (a SIGKILL then loses every session and queued message).
             import pwd
 
             user = pwd.getpwnam("mosquitto")
+            for folder in (self.dir, *self.dir.parents):
+                if folder.stat().st_uid == 0 and not folder.stat().st_mode & 0o001:
+                    folder.chmod(folder.stat().st_mode | 0o001)  # traversal only: names stay unlistable
             os.chown(self.dir, user.pw_uid, user.pw_gid)
+        self.persistence_file = self.dir / "mosquitto.db" if persistence else None
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -50,6 +59,14 @@ class Broker:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     sys.exit("mosquitto did not start")
                 time.sleep(0.02)
+
+    def wait_saved(self, timeout_s: float = 10) -> None:
+        """Exit unless the broker has written its persistence file (the benchmark's numbers rely on it)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.persistence_file.exists():
+            if time.monotonic() > deadline:
+                sys.exit(f"mosquitto did not save {self.persistence_file}; its log: {self.log.read_text(errors='replace')[-500:]}")
+            time.sleep(0.05)
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
