@@ -15,7 +15,9 @@ output (MQTT comes first in its publisher order, so a crash can leave a
 spooled message unprinted but never a printed one unspooled). Reported: lost
 (raised, never received), duplicates (received more than once, by id and
 seq: at-least-once delivery allows them), order (per alarm, seq only ever
-grows; per camera, alarms arrive in the order raised), and, after each broker
+grows; per camera, alarms arrive in the order raised), alarms ended by a
+restart (a SIGKILLed streamcap leaves its open alarms to the next start) and
+alarms that never ended at the subscriber (target 0), and, after each broker
 return, how long until alarms flowed again (p50, p90).
 """
 from __future__ import annotations
@@ -56,7 +58,7 @@ def write_clip(path: Path) -> Path:
 
 class Recorder:
     def __init__(self, port: int):
-        self.received: list[tuple[float, str, str, int]] = []  # (time, camera, id, seq)
+        self.received: list[tuple[float, str, str, int, str, str | None]] = []  # (time, camera, id, seq, type, ended_by)
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-faults-subscriber", clean_session=False)
         self.client.reconnect_delay_set(0.2, 1)
@@ -68,7 +70,7 @@ class Recorder:
     def _on_message(self, client, userdata, msg) -> None:
         doc = json.loads(msg.payload)
         with self._lock:
-            self.received.append((time.time(), doc["camera"], doc["id"], doc["seq"]))
+            self.received.append((time.time(), doc["camera"], doc["id"], doc["seq"], doc["type"], doc.get("ended_by")))
 
     def snapshot(self):
         with self._lock:
@@ -127,6 +129,7 @@ def main() -> int:
         outputs: {{console: false, jsonl: events.jsonl}}
         """).format(cameras=cameras, port=broker.port))
     recorder = Recorder(broker.port)
+    broker.wait_saved()  # the persistent subscriber's session is on disk before the first kill
     streamcap = start_streamcap(workdir, broker.port)
     duration = args.minutes * 60
     events = sorted([(rng.uniform(20, duration - 30), "broker") for _ in range(args.broker_kills)] +
@@ -167,6 +170,9 @@ def main() -> int:
     got_ids = [(g[2], g[3]) for g in got]
     lost = sent_ids - set(got_ids)
     duplicates = len(got_ids) - len(set(got_ids))
+    # a SIGKILLed streamcap cannot end its open alarms; the next start ends them (ended_by: restart)
+    restart_ends = {(g[2], g[3]) for g in got if g[5] == "restart"}
+    never_ended = {d["id"] for d in sent} - {g[2] for g in got if g[4] == "end"}
     # order: per alarm the seqs of first deliveries only grow; per camera, alarms first arrive in raised order
     first: dict[tuple[str, int], int] = {}
     for index, key in enumerate(got_ids):
@@ -179,15 +185,17 @@ def main() -> int:
         raised_order = [(d["id"], d["seq"]) for d in sent if d["camera"] == camera and (d["id"], d["seq"]) in first]
         camera_order_ok &= [k for k in sorted(first, key=first.get) if k in set(raised_order)] == raised_order
     print(f"\n{args.minutes:g} min, {args.broker_kills} broker SIGKILLs, {args.streamcap_restarts} streamcap restarts (SIGTERM/SIGKILL)")
-    print("| raised | received (unique) | lost | duplicates | order per alarm | order per camera | recovery p50 | recovery p90 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| raised | received (unique) | lost | duplicates | ended by a restart | never ended | order per alarm | order per camera | recovery p50 | recovery p90 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     p90 = statistics.quantiles(recoveries, n=10)[-1] if len(recoveries) >= 2 else (recoveries[0] if recoveries else 0)
-    print(f"| {len(sent_ids)} | {len(set(got_ids))} | {len(lost)} | {duplicates} | {'kept' if seq_order_ok else 'BROKEN'} | "
+    print(f"| {len(sent_ids)} | {len(set(got_ids))} | {len(lost)} | {duplicates} | {len(restart_ends)} | {len(never_ended)} | {'kept' if seq_order_ok else 'BROKEN'} | "
           f"{'kept' if camera_order_ok else 'BROKEN'} | {statistics.median(recoveries) if recoveries else 0:.1f} s | {p90:.1f} s |")
     if lost:
         print("lost:", sorted(lost)[:20])
     print(f"(work folder kept: {workdir})")
-    return 1 if lost else 0
+    if never_ended:
+        print("never ended:", sorted(never_ended)[:20])
+    return 1 if lost or never_ended else 0
 
 
 if __name__ == "__main__":

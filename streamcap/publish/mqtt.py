@@ -19,6 +19,7 @@ it stays away.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import ssl
@@ -32,12 +33,12 @@ import paho.mqtt.client as mqtt
 
 from streamcap.config.schema import MqttConfig
 from streamcap.messages import (
-    Alarm, CameraState, Caption, DropCause, PublisherState, PublisherStatus, StatusEvent,
+    Alarm, AlarmType, CameraState, Caption, DropCause, PublisherState, PublisherStatus, StatusEvent,
 )
 from streamcap.metrics import Metrics
 from streamcap.publish.alarm_sender import AlarmSender
 from streamcap.publish.payloads import (
-    STATUS_OFFLINE, STATUS_ONLINE, STATUS_STOPPED, Topics, alarm_doc, caption_doc, state_doc, to_json,
+    STATUS_OFFLINE, STATUS_ONLINE, STATUS_STOPPED, Topics, alarm_doc, caption_doc, restart_end_doc, state_doc, to_json,
 )
 from streamcap.publish.spool import AlarmSpool
 
@@ -116,6 +117,7 @@ class MqttPublisher:
         c = self.config
         self._spool = AlarmSpool(c.spool_dir, c.spool_max_messages, durable=c.spool_durable, on_drop=self._spool_dropped)
         self._sender = AlarmSender(self._spool, c.alarm_window)
+        self._end_orphaned_alarms()
         self._metrics.set_spool_depth(len(self._spool))
         if len(self._spool):
             log.info("mqtt: %d alarm message(s) waiting in the spool %s from an earlier run", len(self._spool), c.spool_dir)
@@ -131,6 +133,21 @@ class MqttPublisher:
         client.loop_start()
         self._sender_thread = threading.Thread(target=self._run_sender, name="mqtt-alarms", daemon=True)
         self._sender_thread.start()
+
+    def _end_orphaned_alarms(self) -> None:
+        """End, in spool order, the alarms an earlier process was killed before ending (this process knows nothing of them)."""
+        orphans = self._spool.orphaned_alarms()
+        for alarm_id, topic, payload in orphans:
+            try:
+                doc = restart_end_doc(json.loads(payload))
+            except (ValueError, KeyError, TypeError):
+                log.error("mqtt: spool %s: unreadable open alarm %s; forgetting it", self.config.spool_dir, alarm_id)
+                self._spool.forget_open_alarm(alarm_id)
+                continue
+            self._spool.put(f"{alarm_id}:{doc['seq']}", topic, to_json(doc), qos=self.config.qos_alarm, alarm=(alarm_id, False))
+        if orphans:
+            log.warning("mqtt: %d alarm(s) were left open by a run that stopped without ending them; "
+                        "sending their end (ended_by: restart)", len(orphans))
 
     def _make_client(self) -> mqtt.Client:
         c = self.config
@@ -233,7 +250,8 @@ class MqttPublisher:
             snapshot_topic = self.topics.snapshot(alarm.camera_id)
         payload = to_json(alarm_doc(alarm, snapshot_topic))
         spool.put(alarm.message_id, self.topics.alarm(alarm.camera_id), payload, qos=self.config.qos_alarm,
-                  snapshot_topic=snapshot_topic, snapshot=alarm.snapshot_jpeg if snapshot_topic else None)
+                  snapshot_topic=snapshot_topic, snapshot=alarm.snapshot_jpeg if snapshot_topic else None,
+                  alarm=(alarm.alarm_id, alarm.type != AlarmType.end))
         self._metrics.set_spool_depth(len(spool))
         self._wake.set()
 

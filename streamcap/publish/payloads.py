@@ -86,6 +86,16 @@ def alarm_doc(alarm: Alarm, snapshot_topic: str | None) -> dict:
     }
 
 
+def restart_end_doc(last: dict, now: float | None = None) -> dict:
+    """The `end` of an alarm that a killed process left open, made from its last message at the next start.
+
+    `end_time` is when that last message was made (the last moment the alarm
+    was known to hold); `ended_by: "restart"` tells it from an end the rule decided.
+    """
+    return {**last, "type": "end", "seq": last["seq"] + 1, "time": iso_time(time.time() if now is None else now),
+            "end_time": last["time"], "snapshot": None, "ended_by": "restart"}
+
+
 def state_doc(camera_id: str, state: CameraState | str, last_frame_at: float | None, now: float | None = None) -> dict:
     return {
         "camera": camera_id,

@@ -12,6 +12,12 @@ is the delivery order, across restarts too. When the spool holds
 `max_messages` alarms, the oldest are dropped to make room and counted: during
 a long outage the newest alarms are the ones worth keeping.
 
+Beside the queue, the spool keeps the last message of every alarm that has
+not ended (`open_alarms`, updated in the same commit as the message): a
+process killed before it could end its alarms leaves them there, and the
+next start ends them (`orphaned_alarms`), so no subscriber is left showing
+an alarm that nothing will ever end.
+
 One process owns a spool directory at a time (an flock on `spool.lock`);
 two publishers draining one spool would send every alarm twice.
 """
@@ -40,6 +46,13 @@ CREATE TABLE IF NOT EXISTS spool (
     snapshot_topic TEXT,
     snapshot BLOB,
     enqueued_at REAL NOT NULL
+)
+"""
+OPEN_ALARMS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS open_alarms (
+    alarm_id TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL
 )
 """
 COLUMNS = "seq, key, topic, payload, qos, retain, snapshot_topic, snapshot, enqueued_at"
@@ -124,6 +137,7 @@ class AlarmSpool:
             # process crash but may lose the last commits on power loss.
             db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             db.execute(SCHEMA)
+            db.execute(OPEN_ALARMS_SCHEMA)
             db.execute("SELECT COUNT(*) FROM spool").fetchone()
         except BaseException:
             db.close()
@@ -143,8 +157,13 @@ class AlarmSpool:
         retain: bool = False,
         snapshot_topic: str | None = None,
         snapshot: bytes | None = None,
+        alarm: tuple[str, bool] | None = None,
     ) -> int:
-        """Append one alarm; returns its seq. Drops the oldest when full."""
+        """Append one alarm message; returns its seq. Drops the oldest when full.
+
+        `alarm` is (alarm id, still open after this message): the open-alarm
+        record changes in the same commit, so a crash cannot separate them.
+        """
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -155,6 +174,13 @@ class AlarmSpool:
                     (key, topic, payload, qos, int(retain), snapshot_topic, snapshot, time.time()),
                 )
                 seq = cur.lastrowid
+                if alarm is not None:
+                    alarm_id, still_open = alarm
+                    if still_open:
+                        db.execute("INSERT OR REPLACE INTO open_alarms (alarm_id, topic, payload) VALUES (?, ?, ?)",
+                                   (alarm_id, topic, payload))
+                    else:
+                        db.execute("DELETE FROM open_alarms WHERE alarm_id = ?", (alarm_id,))
                 excess = self._depth + 1 - self.max_messages
                 if excess > 0:
                     db.execute(
@@ -172,6 +198,16 @@ class AlarmSpool:
             if self._on_drop is not None:
                 self._on_drop(dropped)
         return seq
+
+    def orphaned_alarms(self) -> list[tuple[str, str, bytes]]:
+        """(alarm id, topic, last payload) of the alarms recorded open: at start, those a killed process left."""
+        with self._lock:
+            rows = self._db.execute("SELECT alarm_id, topic, payload FROM open_alarms ORDER BY rowid").fetchall()
+        return [(alarm_id, topic, bytes(payload)) for alarm_id, topic, payload in rows]
+
+    def forget_open_alarm(self, alarm_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM open_alarms WHERE alarm_id = ?", (alarm_id,))
 
     def peek(self, after_seq: int = 0, limit: int = 1) -> list[SpoolEntry]:
         """The oldest `limit` entries with seq > after_seq, in order."""

@@ -75,7 +75,7 @@ def clip(tmp_path):
 
 def start_box(tmp_path: Path, name: str, mosquitto, clip: Path) -> subprocess.Popen:
     folder = tmp_path / name
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)  # a restart keeps the box's folder, and so its spool
     (folder / "rules.yaml").write_text('- id: anything\n  triggers: [{trigger: caption, regex: "."}]\n')
     (folder / "streamcap.yaml").write_text(textwrap.dedent(f"""\
         device_id: {name}
@@ -126,3 +126,40 @@ def test_two_boxes_share_one_broker_without_mixing_topics_entities_or_wills(mosq
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_an_alarm_left_open_by_a_killed_box_ends_when_the_box_starts_again(mosquitto, tmp_path, subscriber_factory, clip):
+    # given a box whose rule matches every caption, so an alarm is open while it runs
+    sub = subscriber_factory(mosquitto, ["streamcap/box/gate/alarm"], qos=1, persistent=True)
+    proc = start_box(tmp_path, "box", mosquitto, clip)
+    try:
+        def docs():
+            return [json.loads(m.payload) for m in sub.on("/alarm")]
+
+        wait_until(lambda: any(d["type"] == "new" for d in docs()), 120, "the first alarm")
+        first = next(d for d in docs() if d["type"] == "new")["id"]
+        # when the box is killed without a chance to end it, and started again
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert not any(d["id"] == first and d["type"] == "end" for d in docs())
+        proc = start_box(tmp_path, "box", mosquitto, clip)
+        # then the alarm it left open ends, marked as ended by the restart, after its last message
+        wait_until(lambda: any(d["id"] == first and d["type"] == "end" for d in docs()), 120, "the orphaned alarm's end")
+        mine = list({d["seq"]: d for d in docs() if d["id"] == first}.values())  # at-least-once: drop re-sends by seq
+        assert [d["seq"] for d in mine] == list(range(len(mine)))
+        end = mine[-1]
+        assert end["ended_by"] == "restart" and end["end_time"] == mine[-2]["time"] and end["start_time"] == mine[0]["start_time"]
+        # and the new run's own alarm ends as the rule decides when it stops cleanly (nothing left for a third start)
+        wait_until(lambda: any(d["id"] != first and d["type"] == "new" for d in docs()), 120, "the new run's alarm")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        wait_until(lambda: any(d["id"] != first and d["type"] == "end" for d in docs()), 30, "the new run's end on stop")
+        assert all("ended_by" not in d for d in docs() if d["id"] != first)
+        from streamcap.publish.spool import AlarmSpool
+
+        with AlarmSpool(tmp_path / "box" / "spool") as spool:
+            assert spool.orphaned_alarms() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -169,3 +169,26 @@ def test_ack_many_removes_exactly_those_entries_and_survives_reopen(tmp_path, du
         assert removed == 3
         assert keys(reopened) == ["a1", "a3", "a4"]
         assert len(reopened) == 3
+
+
+def test_open_alarms_are_the_last_message_of_each_alarm_not_yet_ended_and_survive_reopen(tmp_path):
+    # given the lifecycle of two alarms, one ended, one not, then a process that stops without ending it
+    with AlarmSpool(tmp_path) as spool:
+        spool.put("gone:0", "sc/dev/gate/alarm", b"gone new", alarm=("gone", True))
+        spool.put("open:0", "sc/dev/yard/alarm", b"open new", alarm=("open", True))
+        spool.put("gone:1", "sc/dev/gate/alarm", b"gone end", alarm=("gone", False))
+        spool.put("open:1", "sc/dev/yard/alarm", b"open update", alarm=("open", True))
+        spool.ack_many([e.seq for e in spool.peek(limit=10)])  # delivery does not end an alarm
+    # when the next process opens the spool
+    with AlarmSpool(tmp_path) as spool:
+        # then it finds only the alarm left open, with its topic and last message
+        assert spool.orphaned_alarms() == [("open", "sc/dev/yard/alarm", b"open update")]
+        spool.put("open:2", "sc/dev/yard/alarm", b"open end", alarm=("open", False))
+        assert spool.orphaned_alarms() == [] and len(spool) == 1
+
+
+def test_messages_without_an_alarm_leave_the_open_alarms_alone(tmp_path):
+    with AlarmSpool(tmp_path) as spool:
+        spool.put("a:0", "t", b"new", alarm=("a", True))
+        put_n(spool, 3)
+        assert [a for a, _, _ in spool.orphaned_alarms()] == ["a"]
