@@ -202,6 +202,10 @@ class Pipeline:
         for thread in (self._inference, self._dispatch):
             if thread.is_alive():
                 log.error("%s thread did not stop within %.0f s", thread.name, timeout_s)
+        # The inference loop may end before hub.stop() has joined the readers; frames they delivered
+        # to the closed batcher in between are counted here, after the dispatch thread's last flush.
+        for report in self.hub.batcher.flush_drop_reports():
+            self.metrics.observe_status(report)
         self.publishers.close(timeout_s=max(1.0, deadline - time.monotonic()))
         if self._on_stopped:
             self._on_stopped()

@@ -180,3 +180,60 @@ def test_stop_is_quick_and_does_not_spin_while_a_camera_hangs_in_its_open(tmp_pa
     assert app.pipeline.readers_stopped, "the probe is interruptible, so even the hung camera's reader was joined"
     states = [s for s in events(tmp_path, "state") if s["camera"] == "hung"]
     assert "connected" not in [s["state"] for s in states]
+
+
+@pytest.fixture
+def slow_mjpeg_camera():
+    """An HTTP MJPEG camera that sends a frame every 0.4 s: its reader spends most of its time waiting in a read."""
+    ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
+    part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpeg), jpeg.tobytes())
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def serve(conn):
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n")
+            while not stop.wait(0.4):
+                try:
+                    conn.sendall(part)
+                except OSError:
+                    return
+
+    def accept():
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn = server.accept()[0]
+            except OSError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/video.mjpg"
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def test_every_sampled_frame_is_captioned_or_counted_as_dropped_even_those_read_while_stopping(tmp_path, clip, slow_mjpeg_camera):
+    # given fast file cameras that overload the captioner, and a slow network camera whose reader is
+    # waiting in a read when the pipeline stops (so it delivers one more frame after the batcher closed)
+    cameras = {f"cam{i}": {"url": str(clip), "loop": True, "caption_interval_s": 0.01} for i in range(4)}
+    cameras["slow"] = {"url": slow_mjpeg_camera, "caption_interval_s": 0.01}
+    app = build(config(tmp_path, cameras), captioner=Describes(delay_s=0.05), console_stream=io.StringIO())
+    app.start()
+    try:
+        wait(lambda: sum(c["camera"] == "slow" for c in events(tmp_path, "caption")) >= 2, 30, "captions of the slow camera")
+    finally:
+        app.stop()
+    # then, once stopped, the counts add up exactly, per camera
+    registry = app.pipeline.metrics.registry
+    for camera, stats in app.pipeline.hub.stats().items():
+        captioned = registry.get_sample_value("streamcap_frames_captioned_total", {"camera": camera}) or 0
+        dropped = sum(registry.get_sample_value("streamcap_drops_total", {"stage": "batcher", "cause": cause, "camera": camera}) or 0
+                      for cause in ("captioner_behind", "shutdown"))
+        assert stats.sampler.accepted == captioned + dropped, f"camera {camera}: {stats.sampler.accepted} sampled, {captioned} captioned, {dropped} dropped"
