@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_grounding.py --model runs/x/model.pt [--beam 3]
         [--ban 0,0.05,0.1,0.2] [--require 1.01,0.9,0.8]
+        [--try "0.1,1.01 person=0.6,0.9 vehicle=0.1,0.5" ...]
 
 Decodes the cached dev grids of Flickr8k, the COCO subset and the dev clips
 with the checkpoint's decoder (the same search every backend runs) for each
@@ -29,6 +30,17 @@ from streamcap.train.evaluate import caption_features, score_captions
 from streamcap.train.features import cached_features
 
 
+def parse_setting(text: str) -> tuple[float, float, tuple[tuple[str, float, float], ...]]:
+    first, *overrides = text.split()
+    ban, require = (float(v) for v in first.split(","))
+    per_concept = []
+    for item in overrides:
+        concept, _, values = item.partition("=")
+        concept_ban, concept_require = (float(v) for v in values.split(","))
+        per_concept.append((concept, concept_ban, concept_require))
+    return ban, require, tuple(per_concept)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
@@ -37,6 +49,9 @@ def main() -> int:
     p.add_argument("--ban", default="0,0.05,0.1,0.2")
     p.add_argument("--require", default="1.01,0.9")
     p.add_argument("--person-ban", default="", help="also try these ban thresholds for person alone (per-concept override)")
+    p.add_argument("--try", dest="tries", action="append", default=[], metavar="BAN,REQUIRE [CONCEPT=BAN,REQUIRE ...]",
+                   help="one whole setting: the global thresholds, then per-concept ones (what `streamcap pack` records); "
+                        "when given, only these settings run")
     p.add_argument("--cache-dir", default=".cache/features")
     p.add_argument("--corrections", default="data/caption_corrections.tsv")
     args = p.parse_args()
@@ -53,11 +68,12 @@ def main() -> int:
     print(f"{args.model}, beam {args.beam}; cells: recall / false mention (count)")
     print("| ban below | require above | set | person recall | person false | vehicle recall | vehicle false | animal recall | animal false | CIDEr-D |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    settings = [(float(b), float(r), None) for b in args.ban.split(",") for r in args.require.split(",")]
-    settings += [(float(args.ban.split(",")[-1]), float(args.require.split(",")[-1]), float(pb))
-                 for pb in args.person_ban.split(",") if pb]
-    for ban, require, person_ban in settings:
-            per_concept = (("person", person_ban, require),) if person_ban is not None else ()
+    settings = [(float(b), float(r), ()) for b in args.ban.split(",") for r in args.require.split(",")]
+    settings += [(float(args.ban.split(",")[-1]), float(args.require.split(",")[-1]),
+                  (("person", float(pb), float(args.require.split(",")[-1])),)) for pb in args.person_ban.split(",") if pb]
+    if args.tries:
+        settings = [parse_setting(t) for t in args.tries]
+    for ban, require, per_concept in settings:
             options = dataclasses.replace(DecodeOptions.for_model(spec, args.beam),
                                           grounding=GroundingOptions(ban_below=ban, require_above=require, per_concept=per_concept))
             t0 = time.perf_counter()
@@ -67,7 +83,7 @@ def main() -> int:
                 cider = score_captions([dev_ids[k] for k in rows], [captions[k] for k in rows], corpus.captions)["CIDEr-D"]
                 cells = [format_rate(t.recall, t.present) + " | " + format_rate(t.false_mention, t.absent)
                          for t in (truth["person"], truth["vehicle"], truth["animal"])]
-                label = f"{ban:g}" + (f" (person {person_ban:g})" if person_ban is not None else "")
+                label = f"{ban:g}" + "".join(f" ({c} {b:g}, {r:g})" for c, b, r in per_concept)
                 print(f"| {label} | {require:g} | {name} | " + " | ".join(cells) + f" | {cider:.3f} |", flush=True)
             print(f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
