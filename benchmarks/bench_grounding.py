@@ -52,6 +52,7 @@ def main() -> int:
     p.add_argument("--try", dest="tries", action="append", default=[], metavar="BAN,REQUIRE [CONCEPT=BAN,REQUIRE ...]",
                    help="one whole setting: the global thresholds, then per-concept ones (what `streamcap pack` records); "
                         "when given, only these settings run")
+    p.add_argument("--boost", default="0", help="require_boost values to try with each setting (nats)")
     p.add_argument("--cache-dir", default=".cache/features")
     p.add_argument("--corrections", default="data/caption_corrections.tsv")
     args = p.parse_args()
@@ -73,9 +74,10 @@ def main() -> int:
                   (("person", float(pb), float(args.require.split(",")[-1])),)) for pb in args.person_ban.split(",") if pb]
     if args.tries:
         settings = [parse_setting(t) for t in args.tries]
-    for ban, require, per_concept in settings:
-            options = dataclasses.replace(DecodeOptions.for_model(spec, args.beam),
-                                          grounding=GroundingOptions(ban_below=ban, require_above=require, per_concept=per_concept))
+    settings = [(*setting, float(boost)) for setting in settings for boost in args.boost.split(",")]
+    for ban, require, per_concept, boost in settings:
+            options = dataclasses.replace(DecodeOptions.for_model(spec, args.beam), grounding=GroundingOptions(
+                ban_below=ban, require_above=require, per_concept=per_concept, require_boost=boost))
             t0 = time.perf_counter()
             captions = caption_features(decoder, spec.vocab, features, options)
             for name, rows in sets.items():
@@ -83,7 +85,7 @@ def main() -> int:
                 cider = score_captions([dev_ids[k] for k in rows], [captions[k] for k in rows], corpus.captions)["CIDEr-D"]
                 cells = [format_rate(t.recall, t.present) + " | " + format_rate(t.false_mention, t.absent)
                          for t in (truth["person"], truth["vehicle"], truth["animal"])]
-                label = f"{ban:g}" + "".join(f" ({c} {b:g}, {r:g})" for c, b, r in per_concept)
+                label = f"{ban:g}" + "".join(f" ({c} {b:g}, {r:g})" for c, b, r in per_concept) + (f" boost {boost:g}" if boost else "")
                 print(f"| {label} | {require:g} | {name} | " + " | ".join(cells) + f" | {cider:.3f} |", flush=True)
             print(f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0

@@ -14,6 +14,7 @@ def register(subparsers) -> None:
     p.add_argument("--length-penalty", type=float, help="default beam length penalty exponent")
     p.add_argument("--ban-below", type=float, help="grounding: never name a concept whose probability is below this")
     p.add_argument("--require-above", type=float, help="grounding: name a concept whose probability is at least this")
+    p.add_argument("--require-boost", type=float, help="grounding: nats added to a required concept's words until it is named")
     p.add_argument("--concept-thresholds", action="append", default=[], metavar="CONCEPT=BAN,REQUIRE",
                    help="grounding thresholds for one concept (e.g. person=0.5,0.95), chosen on dev with benchmarks/bench_grounding.py")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE to record in the model card info")
@@ -31,6 +32,8 @@ def run(args) -> int:
         grounding["ban_below"] = args.ban_below
     if args.require_above is not None:
         grounding["require_above"] = args.require_above
+    if args.require_boost is not None:
+        grounding["require_boost"] = args.require_boost
     if args.concept_thresholds:
         grounding["per_concept"] = tuple(_concept_thresholds(item, spec) for item in args.concept_thresholds)
     if grounding:

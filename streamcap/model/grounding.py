@@ -14,7 +14,9 @@ the same captions under the same rules:
    - a concept below `ban_below` is ruled out: none of its words is emitted;
    - a concept at or above `require_above` must be named: the caption cannot
      end before one of its words, for its first `require_within` words
-     (a decoder that cannot find the word gives up rather than ramble).
+     (a decoder that cannot find the word gives up rather than ramble), and
+     while it is not named its words gain `require_boost` nats, so the search
+     reaches for "car" in a street scene instead of only talking longer.
    Both thresholds can differ per concept (`per_concept`); the shipped ones
    are chosen on the dev sets (benchmarks/bench_grounding.py).
 
@@ -36,6 +38,7 @@ class GroundingOptions:
     ban_below: float = 0.0  # 0: never ban
     require_above: float = 1.01  # above 1: never require
     require_within: int = 16
+    require_boost: float = 0.0  # nats added to an unmet required concept's words at every step
     block_repeated_trigrams: bool = True
     # (concept, ban_below, require_above) for concepts whose head is more or less sure than the rest
     per_concept: tuple[tuple[str, float, float], ...] = ()
@@ -61,6 +64,7 @@ class StepRules:
         self.after_rules = vocab.rule_tensors
         self.block_trigrams = options.block_repeated_trigrams
         self.require_within = options.require_within
+        self.require_boost = options.require_boost
         self.ban_mask: torch.Tensor | None = None  # (B, V) bool
         self.required: torch.Tensor | None = None  # (B, C) bool
         self.concept_words: list[torch.Tensor] = []
@@ -99,6 +103,11 @@ class StepRules:
         if self.required is not None and t < self.require_within:
             required = self.required.index_select(0, row_image)  # (R, C)
             named = torch.stack([torch.isin(history, w).any(1) for w in self.concept_words], 1)  # (R, C)
-            unmet = (required & ~named).any(1)  # (R,)
-            logprobs[unmet, self.end] = NEG_INF
+            missing = required & ~named  # (R, C)
+            logprobs[missing.any(1), self.end] = NEG_INF
+            if self.require_boost:
+                for c, words in enumerate(self.concept_words):
+                    rows = missing[:, c].nonzero()[:, 0]
+                    if len(rows) and len(words):
+                        logprobs[rows[:, None], words[None]] += self.require_boost
         return logprobs

@@ -84,6 +84,24 @@ def test_a_sure_concept_is_named_before_the_caption_ends(beam_size):
     assert all(h.tokens[-1] == VOCAB.end_index for h in grounded)
 
 
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_boost_reaches_for_a_required_word_the_decoder_would_talk_around(beam_size):
+    # given a decoder that would rather say anything than "car" or "truck", and a head sure of a vehicle
+    decoder = _decoder(4)
+    step = _Wants(decoder, {"car": -6.0, "truck": -6.0, "road": 3.0, "street": 3.0})
+    grid = torch.randn(4, P, D)
+    probs = torch.tensor([[0.5, 0.95, 0.0, 0.0]] * 4)
+    vehicle = {"car", "truck"}
+    with torch.no_grad():
+        plain = _search(beam_size, step, decoder, grid, StepRules(VOCAB, CONCEPTS, probs, GroundingOptions(require_above=0.9, require_within=6)))
+        boosted = _search(beam_size, step, decoder, grid, StepRules(VOCAB, CONCEPTS, probs,
+                                                                    GroundingOptions(require_above=0.9, require_within=6, require_boost=12.0)))
+    # then without the boost the budget runs out first; with it every caption names the vehicle, once
+    assert not all(vehicle & set(_words(h)) for h in plain), "the test needs a decoder that talks around the car"
+    assert all(vehicle & set(_words(h)) for h in boosted), [" ".join(_words(h)) for h in boosted]
+    assert all(sum(w in vehicle for w in _words(h)) <= 2 for h in boosted), "the boost stops once the concept is named"
+
+
 def test_a_requirement_gives_up_after_its_word_budget():
     decoder = _decoder(3)
     # never says a vehicle word at all: "car" and "truck" are pushed far down
