@@ -9,7 +9,7 @@ the same captions under the same rules:
    or preposition, and no function word follows a determiner ("on a in the").
 2. No repeated trigram ("is wearing a red helmet is wearing a helmet"): the
    word that would repeat the last two words' earlier continuation is banned
-   (Paulus et al. 2017).
+   (Paulus et al. 2017); and no word twice in a row ("a tabby tabby cat").
 3. Grounding, from the concept head's calibrated probabilities per image:
    - a concept below `ban_below` is ruled out: none of its words is emitted;
    - a concept at or above `require_above` must be named: the caption cannot
@@ -40,6 +40,7 @@ class GroundingOptions:
     require_within: int = 16
     require_boost: float = 0.0  # nats added to an unmet required concept's words at every step
     block_repeated_trigrams: bool = True
+    block_repeated_words: bool = True
     # (concept, ban_below, require_above) for concepts whose head is more or less sure than the rest
     per_concept: tuple[tuple[str, float, float], ...] = ()
 
@@ -63,6 +64,7 @@ class StepRules:
         self.never = torch.tensor([PAD_INDEX, vocab.start_index])
         self.after_rules = vocab.rule_tensors
         self.block_trigrams = options.block_repeated_trigrams
+        self.block_repeats = options.block_repeated_words
         self.require_within = options.require_within
         self.require_boost = options.require_boost
         self.ban_mask: torch.Tensor | None = None  # (B, V) bool
@@ -93,6 +95,8 @@ class StepRules:
             rows = torch.isin(previous, after).nonzero()[:, 0]  # (n,)
             if len(rows):
                 logprobs[rows[:, None], banned[None]] = NEG_INF
+        if self.block_repeats and t:
+            logprobs.scatter_(1, previous[:, None], NEG_INF)
         if self.block_trigrams and t >= 3:
             repeat = (history[:, : t - 2] == history[:, t - 2 : t - 1]) & (history[:, 1 : t - 1] == history[:, t - 1 :])  # (R, t-2)
             rows, positions = repeat.nonzero(as_tuple=True)

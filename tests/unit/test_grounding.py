@@ -146,6 +146,33 @@ def test_no_trigram_is_said_twice(beam_size):
         assert len(set(grams)) == len(grams), _words(h)
 
 
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_no_word_follows_itself(beam_size):
+    # given a decoder that stutters: after "tabby"-like words it wants the same word again
+    class Stutters:
+        def __init__(self, decoder):
+            self.decoder = decoder
+
+        def __call__(self, tokens, state, memory):
+            logprobs, state = self.decoder.step(tokens, state, memory)
+            logits = logprobs.clone()
+            logits[torch.arange(len(tokens)), tokens] += 15.0
+            logits[tokens == VOCAB.start_index, IDX["dog"]] += 15.0
+            return torch.log_softmax(logits, -1), state
+
+    decoder = _decoder(5)
+    grid = torch.randn(3, P, D)
+    with torch.no_grad():
+        free = _search(beam_size, Stutters(decoder), decoder, grid, StepRules(VOCAB, options=GroundingOptions(block_repeated_words=False)))
+        blocked = _search(beam_size, Stutters(decoder), decoder, grid, StepRules(VOCAB))
+
+    def doubled(words):
+        return any(a == b for a, b in zip(words, words[1:]))
+
+    assert all(doubled(_words(h)) for h in free), "the test needs a stuttering decoder"
+    assert not any(doubled(_words(h)) for h in blocked), [_words(h) for h in blocked]
+
+
 def test_without_concepts_only_the_word_rules_apply():
     rules = StepRules(VOCAB, CONCEPTS, None, GroundingOptions(ban_below=0.5, require_above=0.5))
     assert rules.ban_mask is None and rules.required is None
