@@ -23,7 +23,7 @@ from pathlib import Path
 from streamcap.model.checkpoint import load_checkpoint
 from streamcap.model.decoding import DecodeOptions
 from streamcap.model.encoder import build_encoder
-from streamcap.model.grounding import GroundingOptions
+from streamcap.model.grounding import GroundingOptions, parse_concept_thresholds
 from streamcap.train.concept_eval import concept_truth, format_rate, image_labels
 from streamcap.train.data import load_corpora, source_of
 from streamcap.train.evaluate import caption_features, score_captions
@@ -33,12 +33,7 @@ from streamcap.train.features import cached_features
 def parse_setting(text: str) -> tuple[float, float, tuple[tuple[str, float, float], ...]]:
     first, *overrides = text.split()
     ban, require = (float(v) for v in first.split(","))
-    per_concept = []
-    for item in overrides:
-        concept, _, values = item.partition("=")
-        concept_ban, concept_require = (float(v) for v in values.split(","))
-        per_concept.append((concept, concept_ban, concept_require))
-    return ban, require, tuple(per_concept)
+    return ban, require, tuple(parse_concept_thresholds(item) for item in overrides)
 
 
 def main() -> int:

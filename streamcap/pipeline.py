@@ -136,8 +136,6 @@ class Pipeline:
                 continue
             if item is _END:
                 self._publish_alarms(self._run_rules(self.rules.end_all))
-                for report in self.hub.batcher.flush_drop_reports():
-                    self.metrics.observe_status(report)
                 self._drain_status()
                 return
             self._dispatch_caption(item)
@@ -202,8 +200,8 @@ class Pipeline:
         for thread in (self._inference, self._dispatch):
             if thread.is_alive():
                 log.error("%s thread did not stop within %.0f s", thread.name, timeout_s)
-        # The inference loop may end before hub.stop() has joined the readers; frames they delivered
-        # to the closed batcher in between are counted here, after the dispatch thread's last flush.
+        # The last drop counts, here rather than on the dispatch thread: the inference loop may end
+        # before hub.stop() has joined the readers, and frames they deliver meanwhile count too.
         for report in self.hub.batcher.flush_drop_reports():
             self.metrics.observe_status(report)
         self.publishers.close(timeout_s=max(1.0, deadline - time.monotonic()))

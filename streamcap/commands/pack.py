@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from streamcap.model.checkpoint import load_checkpoint, save_checkpoint
+from streamcap.model.grounding import parse_concept_thresholds
 
 
 def register(subparsers) -> None:
@@ -48,12 +49,10 @@ def run(args) -> int:
 
 
 def _concept_thresholds(item: str, spec) -> tuple[str, float, float]:
-    concept, _, values = item.partition("=")
     known = spec.decoder.concept_names
-    if concept not in known:
+    if item.partition("=")[0] not in known:
         raise SystemExit(f"pack: --concept-thresholds {item}: the model's concepts are {', '.join(known)}")
     try:
-        ban, require = (float(v) for v in values.split(","))
+        return parse_concept_thresholds(item)
     except ValueError:
         raise SystemExit(f"pack: --concept-thresholds {item}: expected CONCEPT=BAN,REQUIRE, e.g. person=0.5,0.95") from None
-    return concept, ban, require

@@ -54,6 +54,13 @@ class GroundingOptions:
         return torch.tensor([b for b, _ in pairs]), torch.tensor([r for _, r in pairs])
 
 
+def parse_concept_thresholds(item: str) -> tuple[str, float, float]:
+    """"person=0.6,0.6" -> ("person", 0.6, 0.6): one entry of `per_concept`; ValueError when malformed."""
+    concept, _, values = item.partition("=")
+    ban, require = (float(v) for v in values.split(","))
+    return concept, ban, require
+
+
 class StepRules:
     """The rules for one batch of images; `apply` shapes one step's log-probs."""
 
@@ -66,7 +73,7 @@ class StepRules:
         self.block_trigrams = options.block_repeated_trigrams
         self.block_repeats = options.block_repeated_words
         self.require_within = options.require_within
-        self.require_boost = options.require_boost
+        self.boost_by_concept: torch.Tensor | None = None  # (C, V)
         self.ban_mask: torch.Tensor | None = None  # (B, V) bool
         self.required: torch.Tensor | None = None  # (B, C) bool
         self.concept_words: list[torch.Tensor] = []
@@ -84,6 +91,10 @@ class StepRules:
             has_words = torch.tensor([len(w) > 0 for w in self.concept_words])
             required &= has_words[None]
             self.required = required if bool(required.any()) else None
+            if self.required is not None and options.require_boost:
+                self.boost_by_concept = torch.zeros(len(concepts), len(vocab))  # (C, V): what naming each concept gains
+                for c, indices in enumerate(self.concept_words):
+                    self.boost_by_concept[c, indices] = options.require_boost
 
     def apply(self, logprobs: torch.Tensor, history: torch.Tensor, row_image: torch.Tensor) -> torch.Tensor:
         """logprobs (R, V) of the next word, history (R, t) of words so far, row_image (R,) -> shaped (R, V)."""
@@ -109,9 +120,6 @@ class StepRules:
             named = torch.stack([torch.isin(history, w).any(1) for w in self.concept_words], 1)  # (R, C)
             missing = required & ~named  # (R, C)
             logprobs[missing.any(1), self.end] = NEG_INF
-            if self.require_boost:
-                for c, words in enumerate(self.concept_words):
-                    rows = missing[:, c].nonzero()[:, 0]
-                    if len(rows) and len(words):
-                        logprobs[rows[:, None], words[None]] += self.require_boost
+            if self.boost_by_concept is not None:
+                logprobs += missing.float() @ self.boost_by_concept  # (R, C) @ (C, V)
         return logprobs

@@ -1,9 +1,12 @@
 import pytest
 import torch
 
+from streamcap.__main__ import main
 from streamcap.backends.torch_backend import TorchCaptioner
 from streamcap.model.decoding import DecodeOptions
+from streamcap.concepts import CONCEPT_NAMES
 from streamcap.model.checkpoint import CaptionModelSpec, CheckpointError, load_checkpoint, save_checkpoint
+from streamcap.model.concept_head import ConceptHeadConfig
 from streamcap.model.decoder import DecoderConfig, build_decoder
 from streamcap.model.vocab import END, PAD, START, Vocabulary
 
@@ -88,17 +91,12 @@ def test_warm_start_matches_vocabulary_rows_by_word(kind):
 
 
 def _spec_with_head():
-    from streamcap.concepts import CONCEPT_NAMES
-    from streamcap.model.concept_head import ConceptHeadConfig
-
     spec = _spec()
     spec.decoder = DecoderConfig(**{**spec.decoder.to_dict(), "concept_head": ConceptHeadConfig(CONCEPT_NAMES, 1280).to_dict()})
     return spec
 
 
 def test_pack_records_decoding_and_grounding_defaults(tmp_path):
-    from streamcap.__main__ import main
-
     # given a trained checkpoint with a concept head
     spec = _spec_with_head()
     save_checkpoint(tmp_path / "m.pt", spec, build_decoder(spec.decoder).eval())
@@ -116,8 +114,6 @@ def test_pack_records_decoding_and_grounding_defaults(tmp_path):
 
 @pytest.mark.parametrize("item, message", [("ghost=0.1,0.9", "concepts are person"), ("person=0.1", "CONCEPT=BAN,REQUIRE")])
 def test_pack_refuses_thresholds_it_cannot_apply(tmp_path, item, message, capsys):
-    from streamcap.__main__ import main
-
     spec = _spec_with_head()
     save_checkpoint(tmp_path / "m.pt", spec, build_decoder(spec.decoder).eval())
     with pytest.raises(SystemExit) as stopped:
@@ -127,8 +123,6 @@ def test_pack_refuses_thresholds_it_cannot_apply(tmp_path, item, message, capsys
 
 
 def test_pack_refuses_grounding_for_a_model_without_concept_head(tmp_path):
-    from streamcap.__main__ import main
-
     spec = _spec()
     save_checkpoint(tmp_path / "m.pt", spec, build_decoder(spec.decoder).eval())
     with pytest.raises(SystemExit, match="no concept head"):

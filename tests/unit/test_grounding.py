@@ -38,6 +38,19 @@ class _Wants:
         return torch.log_softmax(logits, -1), state
 
 
+class _Shaped:
+    """A real decoder whose next-word logits `shape(tokens, logits)` edits in place: a habit the rules must break."""
+
+    def __init__(self, decoder, shape):
+        self.decoder, self.shape = decoder, shape
+
+    def __call__(self, tokens, state, memory):
+        logprobs, state = self.decoder.step(tokens, state, memory)
+        logits = logprobs.clone()
+        self.shape(tokens, logits)
+        return torch.log_softmax(logits, -1), state
+
+
 def _search(beam_size, step, decoder, grid, rules):
     memory, _ = decoder.prepare(grid)
     state = decoder.init_state(memory)
@@ -120,22 +133,16 @@ def test_no_trigram_is_said_twice(beam_size):
     # given a decoder that would loop "is wearing a red helmet is wearing a red helmet ..."
     loop = ["is", "wearing", "a", "red", "helmet"]
 
-    class Loops:
-        def __init__(self, decoder):
-            self.decoder = decoder
-
-        def __call__(self, tokens, state, memory):
-            logprobs, state = self.decoder.step(tokens, state, memory)
-            logits = logprobs.clone()
-            for previous, following in zip(["startseq", *loop], loop + ["is"]):
-                logits[tokens == IDX[previous], IDX[following]] += 20.0
-            logits[:, VOCAB.end_index] -= 5.0
-            return torch.log_softmax(logits, -1), state
+    def loops(tokens, logits):
+        for previous, following in zip(["startseq", *loop], loop + ["is"]):
+            logits[tokens == IDX[previous], IDX[following]] += 20.0
+        logits[:, VOCAB.end_index] -= 5.0
 
     decoder = _decoder(4)
+    step = _Shaped(decoder, loops)
     with torch.no_grad():
-        free = _search(beam_size, Loops(decoder), decoder, torch.randn(3, P, D), StepRules(VOCAB, options=GroundingOptions(block_repeated_trigrams=False)))
-        blocked = _search(beam_size, Loops(decoder), decoder, torch.randn(3, P, D), StepRules(VOCAB))
+        free = _search(beam_size, step, decoder, torch.randn(3, P, D), StepRules(VOCAB, options=GroundingOptions(block_repeated_trigrams=False)))
+        blocked = _search(beam_size, step, decoder, torch.randn(3, P, D), StepRules(VOCAB))
 
     def trigrams(words):
         return [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
@@ -149,22 +156,16 @@ def test_no_trigram_is_said_twice(beam_size):
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_no_word_follows_itself(beam_size):
     # given a decoder that stutters: after "tabby"-like words it wants the same word again
-    class Stutters:
-        def __init__(self, decoder):
-            self.decoder = decoder
-
-        def __call__(self, tokens, state, memory):
-            logprobs, state = self.decoder.step(tokens, state, memory)
-            logits = logprobs.clone()
-            logits[torch.arange(len(tokens)), tokens] += 15.0
-            logits[tokens == VOCAB.start_index, IDX["dog"]] += 15.0
-            return torch.log_softmax(logits, -1), state
+    def stutters(tokens, logits):
+        logits[torch.arange(len(tokens)), tokens] += 15.0
+        logits[tokens == VOCAB.start_index, IDX["dog"]] += 15.0
 
     decoder = _decoder(5)
+    step = _Shaped(decoder, stutters)
     grid = torch.randn(3, P, D)
     with torch.no_grad():
-        free = _search(beam_size, Stutters(decoder), decoder, grid, StepRules(VOCAB, options=GroundingOptions(block_repeated_words=False)))
-        blocked = _search(beam_size, Stutters(decoder), decoder, grid, StepRules(VOCAB))
+        free = _search(beam_size, step, decoder, grid, StepRules(VOCAB, options=GroundingOptions(block_repeated_words=False)))
+        blocked = _search(beam_size, step, decoder, grid, StepRules(VOCAB))
 
     def doubled(words):
         return any(a == b for a, b in zip(words, words[1:]))
