@@ -47,12 +47,15 @@ class Description:
 def decode_grid(decoder, vocab, grid: torch.Tensor, options: DecodeOptions, concept_names: tuple[str, ...] = ()) -> tuple[list[Hypothesis], torch.Tensor | None]:
     """Greedy or beam search for a batch of encoder grids (B, P, D): (best hypothesis per image, concepts (B, C) or None).
 
+    The search runs on the device the decoder's memory lives on; the captions
+    and the concept probabilities come back to the host once, at the end.
+
     `decoder` is anything with the decoder contract (a PyTorch decoder, or a
     backend's prepare/init_state/step), so every backend searches this way.
     """
     memory, concepts = decoder.prepare(grid)
     state = decoder.init_state(memory)
-    rules = StepRules(vocab, concept_names, concepts, options.grounding)
+    rules = StepRules(vocab, concept_names, concepts, options.grounding, device=memory[0].device)
     if options.beam_size <= 1:
         hypotheses = greedy_search(decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len, rules)
     else:
@@ -60,7 +63,7 @@ def decode_grid(decoder, vocab, grid: torch.Tensor, options: DecodeOptions, conc
             decoder.step, state, memory, vocab.start_index, vocab.end_index, options.max_len,
             beam_size=options.beam_size, length_penalty=options.length_penalty, rules=rules,
         )
-    return hypotheses, concepts
+    return hypotheses, None if concepts is None else concepts.float().cpu()
 
 
 def describe(vocab, hypotheses: list[Hypothesis], concepts: torch.Tensor | None, concept_names: tuple[str, ...]) -> list[Description]:

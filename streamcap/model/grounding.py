@@ -20,6 +20,15 @@ the same captions under the same rules:
    Both thresholds can differ per concept (`per_concept`); the shipped ones
    are chosen on the dev sets (benchmarks/bench_grounding.py).
 
+How they run: every rule is a table built once per batch (per vocabulary and
+device for the word rules), so one step is a few tensor operations on whatever
+device the search runs on, with no loop over rows, rules or concepts and no
+read-back to the host: the word rules are one (classes, V) mask picked by the
+previous word; the trigram rule scatters the words that would repeat into the
+step's (R, V) mask; a ruled-out concept's words are one (B, V) mask; which
+required concepts a row has named is an (R, C) flag the search carries along
+with the row (`RowRules`), so it never rescans the history.
+
 Shapes: R rows being decoded (images x beams), t words so far, V vocabulary, C concepts.
 """
 from __future__ import annotations
@@ -61,65 +70,138 @@ def parse_concept_thresholds(item: str) -> tuple[str, float, float]:
     return concept, ban, require
 
 
+def _word_rule_tables(vocab: Vocabulary, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rules 0 and 1 as (word class (V,), banned next words per class (classes, V+1) bool).
+
+    A word's class is the set of `banned_after` rules it triggers, as bits, so
+    the mask for a whole step is one lookup by the previous word. The extra last
+    column is a scratch slot for scatters (the trigram rule writes its misses there).
+    """
+    cache = vocab.__dict__.setdefault("_word_rule_tables", {})
+    if device not in cache:
+        V = len(vocab)
+        rules = vocab.rule_tensors
+        word_class = torch.zeros(V, dtype=torch.long)  # (V,)
+        banned = torch.zeros(1 << len(rules), V + 1, dtype=torch.bool)  # (classes, V+1)
+        banned[:, [PAD_INDEX, vocab.start_index]] = True  # rule 0, whatever came before
+        for bit, (after, words) in enumerate(rules):
+            word_class[after] |= 1 << bit
+            for cls in range(banned.shape[0]):
+                if cls >> bit & 1:
+                    banned[cls, words] = True
+        cache[device] = (word_class.to(device), banned.to(device))
+    return cache[device]
+
+
+def _concept_words_table(vocab: Vocabulary, concepts: tuple[str, ...], device: torch.device) -> torch.Tensor:
+    """(C, V) bool: which words name each concept."""
+    cache = vocab.__dict__.setdefault("_concept_words_table", {})
+    key = (concepts, device)
+    if key not in cache:
+        table = torch.zeros(len(concepts), len(vocab), dtype=torch.bool)  # (C, V)
+        for c, indices in enumerate(vocab.concept_words(concepts)):
+            table[c, indices] = True
+        cache[key] = table.to(device)
+    return cache[key]
+
+
 class StepRules:
-    """The rules for one batch of images; `apply` shapes one step's log-probs."""
+    """The rules for one batch of images, as tensors on the device of `probs` (or `device`).
+
+    The searches make a `RowRules` per search (`rows`) and carry it along with
+    their rows; `apply` is the same shaping for a caller that keeps only the
+    history (self-critical sampling).
+    """
 
     def __init__(self, vocab: Vocabulary, concepts: tuple[str, ...] = (), probs: torch.Tensor | None = None,
-                 options: GroundingOptions = GroundingOptions()):
+                 options: GroundingOptions = GroundingOptions(), device: torch.device | str | None = None):
+        self.device = torch.device(device) if device is not None else probs.device if probs is not None else torch.device("cpu")
+        self.vocab_size = len(vocab)
         self.end = vocab.end_index
         self.start = vocab.start_index
-        self.never = torch.tensor([PAD_INDEX, vocab.start_index])
-        self.after_rules = vocab.rule_tensors
+        self.word_class, self.banned_after_class = _word_rule_tables(vocab, self.device)  # (V,), (classes, V+1)
         self.block_trigrams = options.block_repeated_trigrams
         self.block_repeats = options.block_repeated_words
         self.require_within = options.require_within
-        self.boost_by_concept: torch.Tensor | None = None  # (C, V)
-        self.ban_mask: torch.Tensor | None = None  # (B, V) bool
+        self.ban_mask: torch.Tensor | None = None  # (B, V+1) bool
         self.required: torch.Tensor | None = None  # (B, C) bool
-        self.concept_words: list[torch.Tensor] = []
-        if probs is not None and concepts:
-            self.concept_words = vocab.concept_words(tuple(concepts))
-            ban_below, require_above = options.thresholds(tuple(concepts))  # (C,), (C,)
-            ruled_out = probs < ban_below  # (B, C)
-            if bool(ruled_out.any()):
-                self.ban_mask = torch.zeros(probs.shape[0], len(vocab), dtype=torch.bool)  # (B, V)
-                for c, indices in enumerate(self.concept_words):
-                    rows = ruled_out[:, c].nonzero()[:, 0]
-                    if len(rows) and len(indices):
-                        self.ban_mask[rows[:, None], indices[None]] = True
-            required = probs >= require_above  # (B, C)
-            has_words = torch.tensor([len(w) > 0 for w in self.concept_words])
-            required &= has_words[None]
-            self.required = required if bool(required.any()) else None
-            if self.required is not None and options.require_boost:
-                self.boost_by_concept = torch.zeros(len(concepts), len(vocab))  # (C, V): what naming each concept gains
-                for c, indices in enumerate(self.concept_words):
-                    self.boost_by_concept[c, indices] = options.require_boost
+        self.word_concepts: torch.Tensor | None = None  # (V, C) bool
+        self.boost_by_concept: torch.Tensor | None = None  # (C, V): what naming each concept gains
+        if probs is None or not concepts:
+            return
+        concepts = tuple(concepts)
+        probs = probs.to(self.device, torch.float32)  # (B, C)
+        words = _concept_words_table(vocab, concepts, self.device)  # (C, V)
+        ban_below, require_above = options.thresholds(concepts)  # (C,), (C,) on the host: the options' own numbers
+        ruled_out = probs < ban_below.to(self.device)  # (B, C)
+        ban = (ruled_out.float() @ words.float()) > 0  # (B, V): any ruled-out concept names the word
+        self.ban_mask = torch.nn.functional.pad(ban, (0, 1))  # (B, V+1)
+        if float(require_above.min()) > 1.0:
+            return  # probabilities never exceed 1: nothing can be required
+        self.required = (probs >= require_above.to(self.device)) & words.any(1)[None]  # (B, C)
+        self.word_concepts = words.t().contiguous()  # (V, C)
+        if options.require_boost:
+            self.boost_by_concept = torch.zeros(words.shape, device=self.device).masked_fill_(words, options.require_boost)
+
+    def rows(self, row_image: torch.Tensor) -> "RowRules":
+        """The rules' per-row state for a search whose row r decodes image `row_image[r]`."""
+        return RowRules(self, row_image)
 
     def apply(self, logprobs: torch.Tensor, history: torch.Tensor, row_image: torch.Tensor) -> torch.Tensor:
         """logprobs (R, V) of the next word, history (R, t) of words so far, row_image (R,) -> shaped (R, V)."""
-        logprobs = logprobs.clone()
-        logprobs[:, self.never] = NEG_INF
-        t = history.shape[1]
-        previous = history[:, -1] if t else torch.full((history.shape[0],), self.start, dtype=torch.long)  # (R,)
-        for after, banned in self.after_rules:
-            rows = torch.isin(previous, after).nonzero()[:, 0]  # (n,)
-            if len(rows):
-                logprobs[rows[:, None], banned[None]] = NEG_INF
-        if self.block_repeats and t:
-            logprobs.scatter_(1, previous[:, None], NEG_INF)
-        if self.block_trigrams and t >= 3:
+        rows = self.rows(row_image)
+        if rows.named is not None and history.shape[1]:
+            rows.named = self.word_concepts[history].any(1)  # (R, C)
+        return rows.shape(logprobs, history)
+
+
+class RowRules:
+    """What the rules know about each row being decoded: its image's masks and which concepts it has named.
+
+    A search calls `shape` before it picks, `advance` with the words it
+    picked, and `select` whenever it reorders or drops rows (beams, finished
+    images), so the state follows its rows.
+    """
+
+    def __init__(self, rules: StepRules, row_image: torch.Tensor):
+        self.rules = rules
+        self.ban = None if rules.ban_mask is None else rules.ban_mask.index_select(0, row_image)  # (R, V+1)
+        self.required = None if rules.required is None else rules.required.index_select(0, row_image)  # (R, C)
+        self.named = None if self.required is None else torch.zeros_like(self.required)  # (R, C)
+
+    def shape(self, logprobs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """logprobs (R, V), history (R, t) of this search's rows -> shaped (R, V), a new tensor."""
+        rules = self.rules
+        R, t = history.shape
+        V = logprobs.shape[-1]
+        previous = history[:, -1] if t else torch.full((R,), rules.start, dtype=torch.long, device=logprobs.device)  # (R,)
+        banned = rules.banned_after_class.index_select(0, rules.word_class.index_select(0, previous))  # (R, V+1)
+        if self.ban is not None:
+            banned |= self.ban
+        if rules.block_repeats and t:
+            banned.scatter_(1, previous[:, None], True)
+        if rules.block_trigrams and t >= 3:
             repeat = (history[:, : t - 2] == history[:, t - 2 : t - 1]) & (history[:, 1 : t - 1] == history[:, t - 1 :])  # (R, t-2)
-            rows, positions = repeat.nonzero(as_tuple=True)
-            if len(rows):
-                logprobs[rows, history[rows, positions + 2]] = NEG_INF
-        if self.ban_mask is not None:
-            logprobs.masked_fill_(self.ban_mask.index_select(0, row_image), NEG_INF)
-        if self.required is not None and t < self.require_within:
-            required = self.required.index_select(0, row_image)  # (R, C)
-            named = torch.stack([torch.isin(history, w).any(1) for w in self.concept_words], 1)  # (R, C)
-            missing = required & ~named  # (R, C)
-            logprobs[missing.any(1), self.end] = NEG_INF
-            if self.boost_by_concept is not None:
-                logprobs += missing.float() @ self.boost_by_concept  # (R, C) @ (C, V)
+            # Each position that repeats the last two words bans the word that followed it there;
+            # the other positions write into the scratch column V.
+            banned.scatter_(1, torch.where(repeat, history[:, 2:], V), True)
+        requiring = self.required is not None and t < rules.require_within
+        if requiring:
+            missing = self.required & ~self.named  # (R, C)
+            banned[:, rules.end] |= missing.any(1)
+        logprobs = logprobs.masked_fill(banned[:, :V], NEG_INF)
+        if requiring and rules.boost_by_concept is not None:
+            logprobs = logprobs + missing.float() @ rules.boost_by_concept  # (R, C) @ (C, V)
         return logprobs
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Each row said `tokens` (R,)."""
+        if self.named is not None:
+            self.named |= self.rules.word_concepts.index_select(0, tokens)  # (R, C)
+
+    def select(self, index: torch.Tensor) -> None:
+        """Row r becomes old row `index[r]` (beam reordering, finished rows dropped)."""
+        for name in ("ban", "required", "named"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.index_select(0, index))

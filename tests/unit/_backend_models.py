@@ -62,3 +62,16 @@ def calibration_folder(folder: Path, shared_data: Path, count: int) -> Path:
     for name in names[:count]:
         (folder / name).symlink_to(shared_data / "flickr8k" / "Images" / name)
     return folder
+
+
+def dev_set_paths(shared_data: Path, per_set: int) -> list[Path]:
+    """`per_set` images from each dev split (Flickr8k, COCO subset, clip frames), spread evenly over each."""
+    from streamcap.train.data import load_clip_frames, load_coco_subset, load_flickr8k
+
+    paths = []
+    for corpus in (load_flickr8k(shared_data / "flickr8k"), load_coco_subset(shared_data / "coco_subset"),
+                   load_clip_frames(shared_data / "clip_frames")):
+        dev = corpus.split("dev")
+        stride = max(1, len(dev) // per_set)
+        paths += [corpus.image_paths[i] for i in dev[::stride][:per_set]]
+    return paths
