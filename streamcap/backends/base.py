@@ -7,24 +7,21 @@ supplies the encoder and the three decoder pieces (`prepare`, `init_state`,
 `step`); `SearchCaptioner` runs greedy or beam search over them, so all
 backends decode the same way.
 
-The search works on CPU tensors (it indexes beams with CPU index tensors), so a
-GPU backend's `step` takes and returns CPU tensors and keeps its own device
-copies; `DeviceMemory` uploads the per-image memory once per search, not once
-per step.
+The search runs on the device of the tensors a backend's `prepare` returns
+(`streamcap.model.search`): a GPU backend keeps grid, memory, state and
+log-probabilities on the GPU, and only the finished captions come back.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import cv2
 import numpy as np
 import torch
 
 from streamcap.model.decoding import DecodeOptions, Description, decode_grid, describe
 from streamcap.model.checkpoint import CaptionModelSpec
 from streamcap.model.decoder import Memory, State
-from streamcap.model.encoder import EncoderSpec
 from streamcap.model.search import Hypothesis
 
 
@@ -92,47 +89,3 @@ class SearchCaptioner:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} model={self.model_name}>"
-
-
-class DeviceMemory:
-    """Device copies of the search's CPU memory tuple, uploaded once per search.
-
-    Beam search expands the memory once and then passes the same tuple object
-    to every step, so identity is a sound cache key.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self._source: Memory | None = None
-        self._copy: Memory = ()
-
-    def get(self, memory: Memory) -> Memory:
-        if memory is not self._source:
-            self._copy = tuple(m.to(self.device, non_blocking=True) for m in memory)
-            self._source = memory
-        return self._copy
-
-
-def resize_batch(frames_bgr: list[np.ndarray], size: int) -> np.ndarray:
-    """Frames of any size -> uint8 (B, S, S, 3) BGR, resized as `encoder.preprocess` does."""
-    batch = np.empty((len(frames_bgr), size, size, 3), dtype=np.uint8)
-    for i, frame in enumerate(frames_bgr):
-        if frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        interpolation = cv2.INTER_AREA if frame.shape[0] > size else cv2.INTER_LINEAR
-        batch[i] = cv2.resize(frame, (size, size), interpolation=interpolation)
-    return batch
-
-
-def preprocess_on(frames_bgr: list[np.ndarray], spec: EncoderSpec, device: torch.device) -> torch.Tensor:
-    """`encoder.preprocess` with the arithmetic on `device`: (B, 3, S, S) float32.
-
-    Resizing stays on the CPU (OpenCV), but only uint8 pixels cross the bus,
-    a quarter of the float bytes, and the normalisation runs on the GPU.
-    """
-    pixels = torch.from_numpy(resize_batch(frames_bgr, spec.input_size))  # (B, S, S, 3) uint8 BGR
-    pixels = pixels.to(device, non_blocking=True)
-    rgb = pixels.flip(-1).float()  # (B, S, S, 3)
-    mean = torch.tensor(spec.mean_rgb, dtype=torch.float32, device=device)
-    std = torch.tensor(spec.std_rgb, dtype=torch.float32, device=device)
-    return ((rgb - mean) / std).permute(0, 3, 1, 2).contiguous()  # (B, 3, S, S)

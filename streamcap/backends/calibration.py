@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamcap.model.encoder import EncoderSpec, preprocess
+from streamcap.model.encoder import EncoderSpec
+from streamcap.model.preprocess import preprocess
 from streamcap.model.images import ImageReadError, read_image
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamcap.backends.calibration import OrtCalibrationReader, calibration_images
 from streamcap.backends.export import OnnxModel
-from streamcap.model.encoder import SPECS, EncoderSpec
+from streamcap.model.encoder import EncoderSpec
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def int8_encoder_path(onnx: OnnxModel) -> Path:
 def quantize_encoder(onnx: OnnxModel, calib_dir: str | Path, calib_images: int = 64, batch_size: int = 8) -> Path:
     """Write encoder.int8.onnx beside the fp32 encoder, calibrated on `calib_dir`."""
     paths = calibration_images(calib_dir, calib_images)
-    target = quantize_onnx_encoder(onnx.path("encoder"), int8_encoder_path(onnx), paths, SPECS[onnx.meta["encoder"]], batch_size)
+    target = quantize_onnx_encoder(onnx.path("encoder"), int8_encoder_path(onnx), paths, onnx.encoder_spec, batch_size)
     (onnx.dir / "encoder.int8.json").write_text(json.dumps({"calibration": str(calib_dir), "images": len(paths)}, indent=2))
     log.info("quantized %s to int8 on %d images from %s", onnx.path("encoder").name, len(paths), calib_dir)
     return target

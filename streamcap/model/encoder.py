@@ -17,10 +17,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
+
+from streamcap.model.preprocess import preprocess  # noqa: F401 - the encoders' preprocessing, defined once there
 
 
 class EncoderWeightsError(RuntimeError):
@@ -49,19 +50,26 @@ SPECS = {
 }
 
 
-def preprocess(frames_bgr: list[np.ndarray], spec: EncoderSpec) -> torch.Tensor:
-    """BGR uint8 frames of any size -> normalised float tensor (B, 3, S, S)."""
-    size = spec.input_size
-    batch = np.empty((len(frames_bgr), size, size, 3), dtype=np.float32)
-    for i, frame in enumerate(frames_bgr):
-        if frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        interpolation = cv2.INTER_AREA if frame.shape[0] > size else cv2.INTER_LINEAR
-        resized = cv2.resize(frame, (size, size), interpolation=interpolation)
-        batch[i] = resized[:, :, ::-1]  # BGR -> RGB
-    batch -= np.asarray(spec.mean_rgb, dtype=np.float32)
-    batch /= np.asarray(spec.std_rgb, dtype=np.float32)
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()  # (B, 3, S, S)
+# Input sides a user may choose (model.input_size): the network is fully
+# convolutional, and a multiple of 32 keeps its grid whole (224 -> 7x7, 320 -> 10x10).
+INPUT_SIZES = range(224, 641, 32)
+
+
+def input_size_for(spec, backend: str = "", requested: int | None = None) -> int:
+    """The encoder's square input side for a caption model on a backend: the one place it is decided.
+
+    `requested` (the config's `model.input_size`) wins; otherwise the
+    checkpoint's own size (a checkpoint may carry `input_size`; those trained
+    before it use their encoder's standard size). `backend` is there so a
+    checkpoint may later carry per-device defaults without a change at every
+    caller.
+    """
+    if requested is not None:
+        if requested not in INPUT_SIZES and requested != SPECS[spec.encoder].input_size:
+            raise ValueError(f"input size {requested}: choose {INPUT_SIZES.start}-{INPUT_SIZES.stop - 1} in steps of {INPUT_SIZES.step}")
+        return int(requested)
+    own = getattr(spec, "input_size", None) or (spec.info or {}).get("input_size")
+    return int(own) if own else SPECS[spec.encoder].input_size
 
 
 class ImageEncoder(nn.Module):
