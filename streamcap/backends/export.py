@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from streamcap.model.checkpoint import DEFAULT_MODEL, load_checkpoint
-from streamcap.model.encoder import build_encoder
+from streamcap.model.encoder import SPECS, build_encoder, input_size_for
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,17 @@ class OnnxModel:
     @property
     def model_hash(self) -> str:
         return self.meta["model_hash"]
+
+    @property
+    def input_size(self) -> int:
+        return self.meta.get("input_size") or SPECS[self.meta["encoder"]].input_size
+
+    @property
+    def encoder_spec(self):
+        """The encoder's spec at the size this export was traced at."""
+        import dataclasses
+
+        return dataclasses.replace(SPECS[self.meta["encoder"]], input_size=self.input_size)
 
     @property
     def cache_root(self) -> Path:
@@ -106,9 +117,12 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_hash(model_path: str | Path, encoder_name: str, encoder_weights: str | Path | None = None) -> str:
-    """Identity of an export: checkpoint bytes, encoder, its weights, exporter version."""
+def model_hash(model_path: str | Path, encoder_name: str, encoder_weights: str | Path | None = None,
+               input_size: int | None = None) -> str:
+    """Identity of an export: checkpoint bytes, encoder, its weights, its input size, exporter version."""
     parts = [_file_sha256(Path(model_path)), encoder_name, f"opset{OPSET}", f"v{EXPORT_VERSION}"]
+    if input_size is not None and input_size != SPECS[encoder_name].input_size:
+        parts.append(f"size{input_size}")  # the standard size keeps the key exports made before sizes could change
     if encoder_weights:
         parts.append(_file_sha256(Path(encoder_weights)))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
@@ -173,14 +187,17 @@ def export_encoder(encoder: nn.Module, path: Path) -> torch.Tensor:
 
 @torch.no_grad()
 def export_model(model_path: str | Path | None, out_dir: str | Path, encoder_weights: str | None = None,
-                 checkpoint: tuple | None = None) -> OnnxModel:
+                 checkpoint: tuple | None = None, input_size: int | None = None) -> OnnxModel:
     """Export encoder, prepare and step of a checkpoint into `out_dir` and check them.
 
-    `checkpoint` is the (spec, decoder) already read from `model_path`, if the caller has it.
+    `checkpoint` is the (spec, decoder) already read from `model_path`, if the caller has it;
+    `input_size` the encoder's square side (default: the checkpoint's own).
+    The grid's size follows the input's, so all three graphs belong to one size.
     """
     model_path = Path(model_path) if model_path else DEFAULT_MODEL
     spec, decoder = checkpoint if checkpoint is not None else load_checkpoint(model_path)[:2]
-    encoder = build_encoder(spec.encoder, encoder_weights)
+    input_size = input_size or input_size_for(spec)
+    encoder = build_encoder(spec.encoder, encoder_weights, input_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -201,7 +218,8 @@ def export_model(model_path: str | Path | None, out_dir: str | Path, encoder_wei
 
     ops = {graph: dict(check_graph(out / f"{graph}.onnx")) for graph in GRAPHS}
     meta = {
-        "model_hash": model_hash(model_path, spec.encoder, encoder_weights),
+        "model_hash": model_hash(model_path, spec.encoder, encoder_weights, input_size),
+        "input_size": input_size,
         "model": str(model_path),
         "encoder": spec.encoder,
         "decoder": spec.decoder.kind,
@@ -234,8 +252,9 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def cached_export(model_path: str | Path | None = None, encoder_weights: str | None = None,
-                  cache_dir: str | Path | None = None, checkpoint: tuple | None = None) -> OnnxModel:
-    """The export of this checkpoint, made once and then reused (found by its hash)."""
+                  cache_dir: str | Path | None = None, checkpoint: tuple | None = None,
+                  input_size: int | None = None) -> OnnxModel:
+    """The export of this checkpoint at this input size, made once and then reused (found by its hash)."""
     from streamcap.model.checkpoint import CheckpointError
 
     model_path = Path(model_path) if model_path else DEFAULT_MODEL
@@ -243,7 +262,8 @@ def cached_export(model_path: str | Path | None = None, encoder_weights: str | N
         raise CheckpointError(f"{model_path}: checkpoint not found")
     if checkpoint is None:
         checkpoint = load_checkpoint(model_path)[:2]
-    digest = model_hash(model_path, checkpoint[0].encoder, encoder_weights)
+    input_size = input_size or input_size_for(checkpoint[0])
+    digest = model_hash(model_path, checkpoint[0].encoder, encoder_weights, input_size)
     directory = cache_root(cache_dir) / "onnx" / digest
     meta_file = directory / "export.json"
     if meta_file.is_file():
@@ -251,4 +271,4 @@ def cached_export(model_path: str | Path | None = None, encoder_weights: str | N
         if meta.get("model_hash") == digest:
             return OnnxModel(directory, meta)
     log.info("exporting %s to ONNX in %s (once; later starts reuse it)", model_path.name, directory)
-    return export_model(model_path, directory, encoder_weights, checkpoint)
+    return export_model(model_path, directory, encoder_weights, checkpoint, input_size)

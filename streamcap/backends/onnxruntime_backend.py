@@ -4,8 +4,9 @@ On a GPU build, ONNX Runtime's TensorRT execution provider is put in front of
 CUDA when present (name "onnxruntime-cuda+tensorrt"); the native TensorRT
 backend is still tried first by `auto`.
 
-The search stays in PyTorch (CPU tensors); each step crosses into ONNX Runtime
-as numpy arrays, which on the CPU are zero-copy views of the same memory.
+The search runs in PyTorch on CPU tensors (`prepare` returns them); each step
+crosses into ONNX Runtime as numpy arrays, which on the CPU are zero-copy
+views of the same memory.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from streamcap.backends.export import OnnxModel
 from streamcap.model.decoding import DecodeOptions
 from streamcap.model.checkpoint import CaptionModelSpec
 from streamcap.model.decoder import Memory, State
-from streamcap.model.encoder import SPECS, preprocess
+from streamcap.model.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class OnnxRuntimeCaptioner(SearchCaptioner):
             torch.set_num_threads(1)
         self.onnx, self.device = onnx, device
         self.name = f"onnxruntime-{device}" + ("-int8" if precision == "int8" else "")
-        self.encoder_spec = SPECS[spec.encoder]
+        self.encoder_spec = onnx.encoder_spec
         self.encoder = make_session(encoder_path or onnx.path("encoder"), device)
         if self.encoder.get_providers()[0] == "TensorrtExecutionProvider":
             self.name += "+tensorrt"

@@ -16,22 +16,16 @@ from pathlib import Path
 
 import torch
 
+from streamcap.backend_kinds import AUTO_CHAIN, BACKEND_CHOICES
 from streamcap.backends.base import BackendUnavailable, SearchCaptioner
 from streamcap.backends.export import OnnxModel, cached_export
 from streamcap.model.checkpoint import DEFAULT_MODEL, CaptionModelSpec, CheckpointError, load_checkpoint
 from streamcap.model.decoding import DecodeOptions
-from streamcap.model.encoder import EncoderWeightsError, build_encoder
+from streamcap.model.encoder import EncoderWeightsError, build_encoder, input_size_for
 
 log = logging.getLogger("streamcap.backend")
 
-AUTO_CHAIN = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")
-CHOICES = {
-    "auto": AUTO_CHAIN,
-    "tensorrt": ("tensorrt",),
-    "onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu"),
-    "torch": ("torch-cuda", "torch-cpu"),
-    **{name: (name,) for name in AUTO_CHAIN},
-}
+CHOICES = BACKEND_CHOICES
 FATAL = (CheckpointError, EncoderWeightsError)  # the model is wrong, not the backend
 
 
@@ -45,7 +39,9 @@ class LoadRequest:
     encoder_weights: str | None = None
     calib_dir: str | None = None
     cache_dir: str | None = None  # ONNX exports and engines; default $XDG_CACHE_HOME/streamcap
-    notes: list[str] = field(default_factory=list)  # precision downgrades, for the selection line
+    input_size: int | None = None  # the config's model.input_size; None: the checkpoint's own
+    notes: list[str] = field(default_factory=list)  # precision downgrades, TensorRT's state, for the selection line
+    _exports: dict = field(default_factory=dict)
 
     @functools.cached_property
     def checkpoint(self) -> tuple[CaptionModelSpec, torch.nn.Module]:
@@ -61,9 +57,16 @@ class LoadRequest:
     def options(self) -> DecodeOptions:
         return DecodeOptions.for_model(self.spec, self.beam_size, self.length_penalty)
 
-    @functools.cached_property
-    def onnx(self) -> OnnxModel:
-        return cached_export(self.model_path, self.encoder_weights, self.cache_dir, checkpoint=self.checkpoint)
+    def size_for(self, backend: str) -> int:
+        return input_size_for(self.spec, backend, self.input_size)
+
+    def onnx_for(self, backend: str) -> OnnxModel:
+        """The ONNX export at this backend's input size, made once per selection (and cached on disk)."""
+        size = self.size_for(backend)
+        if size not in self._exports:
+            self._exports[size] = cached_export(self.model_path, self.encoder_weights, self.cache_dir,
+                                                checkpoint=self.checkpoint, input_size=size)
+        return self._exports[size]
 
 
 def _require_cuda() -> None:
@@ -74,10 +77,11 @@ def _require_cuda() -> None:
 def load_tensorrt(request: LoadRequest) -> SearchCaptioner:
     from streamcap.backends.tensorrt_backend import TensorRTCaptioner, build_engines, import_tensorrt
 
-    import_tensorrt()  # fails fast, before any export work
-    options = request.options
-    engines = build_engines(request.onnx, request.precision, request.max_batch, options.beam_size, request.calib_dir)
-    return TensorRTCaptioner(request.onnx, engines, request.spec, options, str(request.model_path),
+    trt = import_tensorrt()  # fails fast, before any export work
+    options, onnx = request.options, request.onnx_for("tensorrt")
+    engines, built = build_engines(onnx, request.precision, request.max_batch, options.beam_size, request.calib_dir)
+    request.notes.append(f"tensorrt {trt.__version__}: {'built' if built else 'cached'} {request.precision} engines")
+    return TensorRTCaptioner(onnx, engines, request.spec, options, str(request.model_path),
                              request.precision, request.max_batch)
 
 
@@ -89,19 +93,20 @@ def load_onnxruntime(request: LoadRequest, device: str) -> SearchCaptioner:
     if PROVIDERS[device] not in onnxruntime.get_available_providers():
         raise BackendUnavailable(f"{PROVIDERS[device]} not available in this onnxruntime build")
     precision, encoder_path = request.precision, None
+    onnx = request.onnx_for(f"onnxruntime-{device}")
     if precision == "int8":
         from streamcap.backends.quantize import int8_encoder_path, quantize_encoder
 
-        encoder_path = int8_encoder_path(request.onnx)
+        encoder_path = int8_encoder_path(onnx)
         if not encoder_path.is_file() and request.calib_dir:
-            quantize_encoder(request.onnx, request.calib_dir)
+            quantize_encoder(onnx, request.calib_dir)
         if not encoder_path.is_file():
             request.notes.append("no int8 encoder yet (run `streamcap export --int8 --calib DIR`); running fp32")
             precision, encoder_path = "fp32", None
     elif precision != "fp32":
         request.notes.append(f"onnxruntime runs fp32 or int8, not {precision}; running fp32")
         precision = "fp32"
-    return OnnxRuntimeCaptioner(request.onnx, request.spec, request.options, str(request.model_path),
+    return OnnxRuntimeCaptioner(onnx, request.spec, request.options, str(request.model_path),
                                 device=device, precision=precision, encoder_path=encoder_path)
 
 
@@ -114,9 +119,9 @@ def load_torch(request: LoadRequest, device: str) -> SearchCaptioner:
     if request.precision != "fp32" and not wants_half:
         request.notes.append(f"torch-{device} does not run {request.precision}; running fp32")
     spec, decoder = request.checkpoint
-    encoder = build_encoder(spec.encoder, request.encoder_weights)
+    encoder = build_encoder(spec.encoder, request.encoder_weights, request.size_for(f"torch-{device}"))
     return TorchCaptioner(spec, decoder, encoder, request.options, str(request.model_path), device,
-                          "fp16" if wants_half else "fp32")
+                          "fp16" if wants_half else "fp32", max_batch=request.max_batch)
 
 
 LOADERS = {
@@ -143,6 +148,7 @@ def load_captioner(
     encoder_weights: str | None = None,
     calib_dir: str | None = None,
     cache_dir: str | None = None,
+    input_size: int | None = None,
     loaders: dict | None = None,
 ) -> SearchCaptioner:
     """The first backend of `backend`'s chain that loads; raises BackendUnavailable if none does."""
@@ -152,7 +158,7 @@ def load_captioner(
     loaders = loaders or LOADERS
     request = LoadRequest(Path(model_path) if model_path else DEFAULT_MODEL, beam_size, length_penalty,
                           str(precision), max_batch, str(encoder_weights) if encoder_weights else None, calib_dir,
-                          str(cache_dir) if cache_dir else None)
+                          str(cache_dir) if cache_dir else None, input_size)
     skipped = []
     for name in CHOICES[backend]:
         try:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamcap.backends.base import BackendUnavailable, DeviceMemory, SearchCaptioner, preprocess_on
+from streamcap.backends.base import BackendUnavailable, SearchCaptioner
+from streamcap.model.preprocess import preprocess_on
 from streamcap.backends.calibration import calibration_batches, calibration_images
 from streamcap.backends.export import GRAPHS, OnnxModel
 from streamcap.model.decoding import DecodeOptions, Description, describe

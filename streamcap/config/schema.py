@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from streamcap.backend_kinds import BACKEND_CHOICES, PRECISIONS
 from streamcap.camera_kinds import SCHEME_RE, SourceKind, resolve_kind
 from streamcap.util.redact import redact_url
 
@@ -87,17 +88,10 @@ TimeZone = Annotated[str, AfterValidator(check_timezone)]
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 
-class Backend(StrEnum):
-    auto = "auto"
-    tensorrt = "tensorrt"
-    onnxruntime = "onnxruntime"
-    torch = "torch"
-
-
-class Precision(StrEnum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
+# Names from streamcap.backend_kinds, the one list the backend selection reads too
+# ("torch-cuda" is Backend.torch_cuda).
+Backend = StrEnum("Backend", [(name.replace("-", "_"), name) for name in BACKEND_CHOICES])
+Precision = StrEnum("Precision", [(name, name) for name in PRECISIONS])
 
 
 class CameraConfig(StrictModel):
@@ -167,7 +161,8 @@ class CameraConfig(StrictModel):
 class ModelConfig(StrictModel):
     path: ConfigPath | None = Field(default=None, description="Caption checkpoint (.pt). Default: the model shipped with streamcap.")
     backend: Backend = Field(
-        default=Backend.auto, description="Inference backend: auto (TensorRT if present, else ONNX Runtime, else torch), tensorrt, onnxruntime, torch."
+        default=Backend.auto, description="Inference backend: auto (TensorRT if present, else ONNX Runtime, else torch), tensorrt, onnxruntime, torch, "
+        "or one device of them: onnxruntime-cuda, onnxruntime-cpu, torch-cuda, torch-cpu."
     )
     beam_size: int | None = Field(default=None, ge=1, le=20, description="Beam width; 1 = greedy. Default: the checkpoint's.")
     length_penalty: float | None = Field(default=None, ge=0, le=10, description="Beam length penalty exponent. Default: the checkpoint's.")
@@ -175,6 +170,11 @@ class ModelConfig(StrictModel):
     max_batch: int = Field(default=8, ge=1, le=256, description="Most frames encoded together in one batch.")
     max_wait_ms: float = Field(default=50.0, ge=0, le=10_000, description="Longest a frame waits for a batch to fill before it is encoded anyway.")
     precision: Precision = Field(default=Precision.fp32, description="Numeric precision of the encoder: fp32, fp16 (GPU), int8 (TensorRT).")
+    input_size: int | None = Field(
+        default=None, ge=224, le=640, multiple_of=32,
+        description="Side of the square the encoder sees, in pixels: larger sees smaller things, at about (side/224)^2 the cost. "
+        "Default: the model's own (224 for the shipped one).",
+    )
 
 
 class RulesConfig(StrictModel):

@@ -10,11 +10,12 @@ import torch
 from _backend_models import KINDS, dev_frames, make_checkpoint
 
 from streamcap.backends import AUTO_CHAIN, LOADERS, BackendUnavailable, CaptionBackend, load_captioner
-from streamcap.backends.base import preprocess_on
+from streamcap.model.preprocess import preprocess_on
 from streamcap.concepts import named_concepts
 from streamcap.model.grounding import GroundingOptions
 from streamcap.model.checkpoint import DEFAULT_MODEL, CheckpointError
-from streamcap.model.encoder import SPECS, preprocess
+from streamcap.model.encoder import SPECS
+from streamcap.model.preprocess import preprocess
 
 
 @pytest.fixture(scope="module")
