@@ -1,8 +1,16 @@
-"""INT8 encoder for CPU boxes: ONNX Runtime static quantization on real images.
+"""INT8 encoders as explicit Q/DQ graphs: static quantization on real images.
 
 Only the encoder is quantized; it is where the time goes, and the decoder's
-log-probabilities decide the words, so they stay fp32. The int8 file lives in
-the export directory beside encoder.onnx and is reused until re-made.
+log-probabilities decide the words, so they stay in floating point. Two
+flavours of the same calibration, each written beside encoder.onnx and
+reused until re-made:
+
+- `encoder.int8.onnx` for ONNX Runtime on CPUs: unsigned 8-bit activations
+  with a zero point and signed weights, the fast path of its x86 kernels;
+- `encoder.qdq.onnx` for TensorRT: what its explicit quantization accepts
+  (TensorRT 11 has nothing else: no calibrator, no INT8 builder flag):
+  signed 8-bit, symmetric (zero points 0) activations per tensor and weights
+  per output channel, biases left in float (TensorRT folds them itself).
 """
 from __future__ import annotations
 
@@ -17,21 +25,29 @@ from streamcap.model.encoder import EncoderSpec
 log = logging.getLogger(__name__)
 
 
-def int8_encoder_path(onnx: OnnxModel) -> Path:
-    return onnx.dir / "encoder.int8.onnx"
+FLAVOURS = ("onnxruntime", "tensorrt")
 
 
-def quantize_encoder(onnx: OnnxModel, calib_dir: str | Path, calib_images: int = 64, batch_size: int = 8) -> Path:
-    """Write encoder.int8.onnx beside the fp32 encoder, calibrated on `calib_dir`."""
+def int8_encoder_path(onnx: OnnxModel, flavour: str = "onnxruntime") -> Path:
+    return onnx.dir / ("encoder.int8.onnx" if flavour == "onnxruntime" else "encoder.qdq.onnx")
+
+
+def quantize_encoder(onnx: OnnxModel, calib_dir: str | Path, calib_images: int = 64, batch_size: int = 8,
+                     flavour: str = "onnxruntime") -> Path:
+    """Write the int8 encoder of this flavour beside the fp32 one, calibrated on `calib_dir`."""
     paths = calibration_images(calib_dir, calib_images)
-    target = quantize_onnx_encoder(onnx.path("encoder"), int8_encoder_path(onnx), paths, onnx.encoder_spec, batch_size)
-    (onnx.dir / "encoder.int8.json").write_text(json.dumps({"calibration": str(calib_dir), "images": len(paths)}, indent=2))
-    log.info("quantized %s to int8 on %d images from %s", onnx.path("encoder").name, len(paths), calib_dir)
+    target = int8_encoder_path(onnx, flavour)
+    quantize_onnx_encoder(onnx.path("encoder"), target, paths, onnx.encoder_spec, batch_size, flavour)
+    target.with_suffix(".json").write_text(json.dumps({"calibration": str(calib_dir), "images": len(paths), "flavour": flavour}, indent=2))
+    log.info("quantized %s to int8 for %s on %d images from %s", onnx.path("encoder").name, flavour, len(paths), calib_dir)
     return target
 
 
-def quantize_onnx_encoder(source: Path, target: Path, paths: list[Path], spec: EncoderSpec, batch_size: int = 8) -> Path:
+def quantize_onnx_encoder(source: Path, target: Path, paths: list[Path], spec: EncoderSpec, batch_size: int = 8,
+                          flavour: str = "onnxruntime") -> Path:
     """QDQ int8 (per-channel weights) copy of an encoder graph, calibrated on `paths`."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"int8 flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -49,13 +65,16 @@ def quantize_onnx_encoder(source: Path, target: Path, paths: list[Path], spec: E
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # the quantizer logs one INFO line per rescaled weight to root
     try:
+        tensorrt = flavour == "tensorrt"
         quantize_static(
             str(prepared), str(tmp), OrtCalibrationReader(paths, spec, batch_size),
             quant_format=QuantFormat.QDQ, per_channel=True,
-            # u8 activations x s8 weights is the fast path of ONNX Runtime's x86 int8 kernels.
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            # ONNX Runtime: u8 activations x s8 weights is the fast path of its x86 int8 kernels.
+            # TensorRT: signed and symmetric only, and biases stay float.
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,  # Entropy and Percentile measured no better here
             nodes_to_exclude=[convs[0], convs[-1]],
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False} if tensorrt else {},
         )
     finally:
         root.setLevel(level)
