@@ -74,15 +74,18 @@ def _require_cuda() -> None:
         raise BackendUnavailable("no CUDA device visible to torch")
 
 
-def load_tensorrt(request: LoadRequest) -> SearchCaptioner:
-    from streamcap.backends.tensorrt_backend import TensorRTCaptioner, build_engines, import_tensorrt
+def load_tensorrt(request: LoadRequest, device: str = "cuda", gpu: tuple[str, str] | None = None) -> SearchCaptioner:
+    """`device` and `gpu` are for the tests, which run this against a stand-in TensorRT on the CPU."""
+    from streamcap.backends.tensorrt_backend import TensorRTCaptioner, import_tensorrt
+    from streamcap.backends.tensorrt_build import build_engines
 
-    trt = import_tensorrt()  # fails fast, before any export work
+    trt = import_tensorrt(require_cuda=device == "cuda")  # fails fast, before any export work
     options, onnx = request.options, request.onnx_for("tensorrt")
-    engines, built = build_engines(onnx, request.precision, request.max_batch, options.beam_size, request.calib_dir)
+    engines, built = build_engines(onnx, request.precision, request.max_batch, options.beam_size, request.calib_dir,
+                                   trt=trt, gpu=gpu)
     request.notes.append(f"tensorrt {trt.__version__}: {'built' if built else 'cached'} {request.precision} engines")
     return TensorRTCaptioner(onnx, engines, request.spec, options, str(request.model_path),
-                             request.precision, request.max_batch)
+                             request.precision, request.max_batch, trt=trt, device=device)
 
 
 def load_onnxruntime(request: LoadRequest, device: str) -> SearchCaptioner:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 
+from streamcap.backend_kinds import BACKEND_CHOICES
 from streamcap.backends.base import BackendUnavailable
 from streamcap.backends.select import load_captioner
 from streamcap.model.checkpoint import CheckpointError
@@ -26,7 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--beam", type=int, help="beam width (default: the model's)")
     p.add_argument("--length-penalty", type=float, help="beam length penalty exponent")
     p.add_argument("--encoder-weights", help="local ImageNet weights for the encoder")
-    p.add_argument("--backend", default="auto", help="auto | tensorrt | onnxruntime | torch (default auto)")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="inference backend (default auto)")
+    p.add_argument("--input-size", type=int, help="encoder input side in pixels (default: the model's own)")
     p.add_argument("--every", type=float, default=2.0, help="seconds between sampled video frames (default 2)")
     p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -72,8 +74,9 @@ def _items(files: list[str], every_s: float):
 def run(args) -> int:
     try:
         captioner = load_captioner(args.model, backend=args.backend, beam_size=args.beam,
-                                   length_penalty=args.length_penalty, encoder_weights=args.encoder_weights)
-    except (CheckpointError, EncoderWeightsError, BackendUnavailable) as exc:
+                                   length_penalty=args.length_penalty, encoder_weights=args.encoder_weights,
+                                   input_size=args.input_size)
+    except (CheckpointError, EncoderWeightsError, BackendUnavailable, ValueError) as exc:
         print(f"streamcap caption: {exc}", file=sys.stderr)
         return 2
     failures = 0

@@ -137,8 +137,8 @@ def test_auto_on_a_cpu_box_picks_onnxruntime_cpu_and_says_why(checkpoint, caplog
     lines = [r.getMessage() for r in caplog.records if r.name == "streamcap.backend"]
     assert [line.split(" unavailable")[0] for line in lines[:3]] == [
         "backend tensorrt", "backend onnxruntime-cuda", "backend torch-cuda"]
-    assert "tensorrt is not installed" in lines[0] and "CUDAExecutionProvider" in lines[1] and "no CUDA" in lines[2]
-    assert lines[3].startswith("backend: picked onnxruntime-cpu (auto; tensorrt: ")
+    assert "tensorrt unavailable: not installed" in lines[0] and "CUDAExecutionProvider" in lines[1] and "no CUDA" in lines[2]
+    assert lines[3].startswith("backend: picked onnxruntime-cpu (auto; tensorrt: not installed")
     assert all("\n" not in line for line in lines)
 
 

@@ -4,7 +4,7 @@ import pytest
 from _backend_models import dev_image_paths
 
 from streamcap.backends.calibration import OrtCalibrationReader, calibration_batches, calibration_images
-from streamcap.backends.tensorrt_backend import batch_profiles, engine_cache_key
+from streamcap.backends.tensorrt_build import batch_profiles, engine_cache_key
 from streamcap.model.encoder import SPECS, preprocess
 from streamcap.model.images import read_image
 
@@ -20,6 +20,7 @@ BASE = dict(model_hash="365115ef49541c61", trt_version="10.3.0", gpu_name="Orin"
     ("precision", "int8"),
     ("profiles", batch_profiles(16, 3)),
     ("profiles", batch_profiles(8, 1)),
+    ("input_size", 320),
 ])
 def test_engine_cache_key_changes_with_each_component(component, other):
     # given the key of one engine, when one component changes, then so does the key
@@ -117,4 +118,4 @@ def test_build_engine_without_tensorrt_says_why_in_one_line(tmp_path, shared_dat
     checkpoint = make_checkpoint(tmp_path, "merge", shared_data)
     assert main(["build-engine", "--model", str(checkpoint), "--precision", "fp16"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("streamcap build-engine: tensorrt is not installed") and "\n" not in err
+    assert err.startswith("streamcap build-engine: tensorrt: not installed") and "\n" not in err
