@@ -10,7 +10,10 @@ The last column decodes the same batch with the exhaustive beam search
 (`prune=False`: every image until all have beam-size finished captions) in
 the same process, so its ratio to the pruned search survives a noisy machine.
 The "default" column decodes as the checkpoint ships (its own beam and
-grounding thresholds). With several --model, the models' rows alternate in
+grounding thresholds); "vs today's search" decodes the same grid with the
+search as it was before it moved to the device (`streamcap.model.search_reference`)
+in the same process: the ratio of its decode time to the device search's
+(above 1: the device search is faster). With several --model, the models' rows alternate in
 one process and the last column gives each one's default captions/s as a
 ratio to the first model's (the honest comparison on a shared, noisy machine). Every row is
 warmed up (two full captionings) before it is timed.
@@ -31,6 +34,7 @@ from streamcap.model.decoding import DecodeOptions
 from streamcap.model.images import read_image
 from streamcap.model.grounding import StepRules
 from streamcap.model.search import beam_search
+from streamcap.model.search_reference import reference_decode
 from streamcap.train.data import load_flickr8k
 
 
@@ -58,8 +62,14 @@ def _row(captioner, frames, batch: int, repeats: int) -> tuple[str, float]:
             t_all = median_seconds(lambda: captioner.caption(chunk), repeats)
             shares[beam], e2e[beam] = t_dec / t_enc, batch / t_all
         t_exhaustive = median_seconds(lambda: _exhaustive_beam(captioner, grid, 3), repeats)
+        options = captioner.options = DecodeOptions.for_model(captioner.spec, default_beam, captioner.options.length_penalty)
+        t_new = median_seconds(lambda: captioner.decode(grid), repeats)
+        t_old = median_seconds(lambda: reference_decode(captioner, captioner.spec.vocab, grid, options, captioner.spec.concept_names), repeats)
+        t_all_old = median_seconds(lambda: reference_decode(captioner, captioner.spec.vocab, captioner.encode(chunk), options,
+                                                            captioner.spec.concept_names), repeats)
     return (f"| {captioner.name} | {batch} | {batch / t_enc:.1f} | {e2e[1]:.1f} | {e2e[3]:.1f} | {100 * shares[1]:.0f}% "
-            f"| {100 * shares[3]:.0f}% | {t_exhaustive / (shares[3] * t_enc):.2f} | {e2e[default_beam]:.1f} (beam {default_beam}) |"), e2e[default_beam]
+            f"| {100 * shares[3]:.0f}% | {t_exhaustive / (shares[3] * t_enc):.2f} | {e2e[default_beam]:.1f} (beam {default_beam}) "
+            f"| {batch / t_all_old:.1f} | {t_old / t_new:.2f} |"), e2e[default_beam]
 
 
 def main() -> int:
@@ -78,8 +88,9 @@ def main() -> int:
     models = args.model or [None]
     print(f"models {', '.join(m or 'shipped default' for m in models)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| model | backend | batch | encoder img/s | greedy captions/s | beam-3 captions/s | greedy decode / encode "
-          "| beam-3 decode / encode | exhaustive beam-3 / pruned | default captions/s | default vs first model |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| beam-3 decode / encode | exhaustive beam-3 / pruned | default captions/s | default captions/s, today's search "
+          "| default decode: today's search / device search | default vs first model |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for backend in args.backends.split(","):
         captioners = [load_captioner(m, backend=backend) for m in models]
         for batch in [int(b) for b in args.batches.split(",")]:

@@ -59,7 +59,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
         m = config.model
         captioner = load_captioner(
             model_path=m.path, backend=m.backend, beam_size=m.beam_size, length_penalty=m.length_penalty,
-            precision=m.precision, max_batch=m.max_batch, encoder_weights=m.encoder_weights,
+            precision=m.precision, max_batch=m.max_batch, encoder_weights=m.encoder_weights, input_size=m.input_size,
         )
     hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put)
     snapshots = SnapshotStore()

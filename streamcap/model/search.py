@@ -48,12 +48,13 @@ class Schedule:
 
     lag: int = 0  # steps between an image finishing and the host reading it (0: at once, as on the CPU)
     compact_at: float = 1.0  # drop finished rows once the live share of rows is at most this (1.0: at once)
+    host_reads_free: bool = True  # the tensors live in host memory: a branch on one costs nothing, so skip idle work
 
     @classmethod
     def for_device(cls, device: torch.device) -> "Schedule":
         # Two steps of lag keep the GPU's queue full while the host reads a flag it
         # has already finished writing; half the rows is the next CUDA-graph bucket down.
-        return cls() if device.type == "cpu" else cls(lag=2, compact_at=0.5)
+        return cls() if device.type == "cpu" else cls(lag=2, compact_at=0.5, host_reads_free=False)
 
 
 class _Finished:
@@ -91,14 +92,28 @@ def _select(tensors: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[tor
     return tuple(t.index_select(0, index) for t in tensors)
 
 
-def _keep_rows(known_done: torch.Tensor, images: torch.Tensor, schedule: Schedule, device: torch.device) -> torch.Tensor | None:
-    """Host row indices of the images not known to be finished, or None to keep every row."""
+def _keep_rows(known_done: torch.Tensor, images: torch.Tensor, schedule: Schedule,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(host, device) row indices of the images not known to be finished, or None to keep every row."""
     live = ~known_done[images]  # (n,) host
     kept = int(live.sum())
     if kept == len(images) or kept > schedule.compact_at * len(images):
         return None
     rows = live.nonzero()[:, 0]
-    return rows.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else rows
+    return rows, (rows.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else rows)
+
+
+def _to_host(*tensors: torch.Tensor) -> list[list]:
+    """Each (B, ...) tensor as rows of Python numbers, in one copy from the device (exact: doubles hold them all)."""
+    flat = [t.reshape(t.shape[0], -1).double() for t in tensors]
+    packed = torch.cat(flat, 1).cpu()  # the search's one read-back
+    out, start = [], 0
+    for t, f in zip(tensors, flat):
+        part = packed[:, start : start + f.shape[1]]
+        part = part.long() if not t.is_floating_point() else part.float() if t.dtype == torch.float32 else part
+        out.append(part.reshape(t.shape).tolist())
+        start += f.shape[1]
+    return out
 
 
 def greedy_search(
@@ -109,7 +124,7 @@ def greedy_search(
     schedule = schedule or Schedule.for_device(device)
     B, L = memory[0].shape[0], max(max_len, 1)
     images_host = torch.arange(B)  # which image each row decodes (host copy, for compaction)
-    images = images_host.to(device)  # (n,)
+    images = torch.arange(B, device=device)  # (n,)
     tokens = torch.full((B,), start, dtype=torch.long, device=device)  # (n,)
     history = torch.zeros(B, L, dtype=torch.long, device=device)  # (n, T) words so far per row
     words = torch.zeros(B, L, dtype=torch.long, device=device)  # (B, T) per image
@@ -135,15 +150,16 @@ def greedy_search(
         known = finished.known(t)
         if bool(known.all()):
             break
-        rows = _keep_rows(known, images_host, schedule, device)
-        if rows is not None:  # finished captions leave the batch: the step costs per row
-            images_host = images_host[rows.cpu()]
+        kept = _keep_rows(known, images_host, schedule, device)
+        if kept is not None:  # finished captions leave the batch: the step costs per row
+            rows_host, rows = kept
+            images_host = images_host[rows_host]
             images, tokens, history = images.index_select(0, rows), tokens.index_select(0, rows), history.index_select(0, rows)
             state, memory = _select(state, rows), _select(memory, rows)
             if row_rules is not None:
                 row_rules.select(rows)
-    words, total, length = words.cpu(), total.cpu(), length.cpu()
-    return [Hypothesis(w[:n], s, s) for w, s, n in zip(words.tolist(), total.tolist(), length.tolist())]
+    words, total, length = _to_host(words, total, length)
+    return [Hypothesis(w[:n], s, s) for w, s, n in zip(words, total, length)]
 
 
 def beam_search(
@@ -175,7 +191,7 @@ def beam_search(
     expand = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,)
     memory, state = _select(memory, expand), _select(state, expand)
     images_host = torch.arange(B)  # which image each group of K rows belongs to (host copy)
-    images = images_host.to(device)  # (n,)
+    images = torch.arange(B, device=device)  # (n,)
     tokens = torch.full((B * K,), start, dtype=torch.long, device=device)  # (n*K,)
     beam_logprob = torch.full((B, K), NEG_INF, device=device)  # (n, K)
     beam_logprob[:, 0] = 0.0  # all beams start identical: expand only the first
@@ -211,17 +227,18 @@ def beam_search(
 
         # Endings among the first K candidates join their image's finished captions while it has room.
         ending = is_end[:, :K] & (top_logprob[:, :K] != NEG_INF) & live[:, None]  # (n, K)
-        slot = done_count.index_select(0, images)[:, None] + ending.long().cumsum(1) - 1  # (n, K)
-        taken = ending & (slot < K)  # (n, K)
-        target = torch.where(taken, images[:, None] * K + slot, B * K).view(-1)  # (n*K,) scratch row when not taken
-        source = (torch.arange(n, device=device)[:, None] * K + top_beam[:, :K]).view(-1)  # (n*K,)
-        ended = history.index_select(0, source)  # (n*K, T)
-        ended[:, t] = end
-        done_words.index_copy_(0, target, ended)
-        done_logprob.index_copy_(0, target, top_logprob[:, :K].reshape(-1))
-        done_score.index_copy_(0, target, top_logprob[:, :K].reshape(-1).double() / float(t + 1) ** length_penalty)
-        done_length.index_copy_(0, target, torch.full_like(target, t + 1))
-        done_count.index_add_(0, images, taken.long().sum(1))
+        if not schedule.host_reads_free or bool(ending.any()):  # on the CPU, most steps have no ending to file
+            slot = done_count.index_select(0, images)[:, None] + ending.long().cumsum(1) - 1  # (n, K)
+            taken = ending & (slot < K)  # (n, K)
+            target = torch.where(taken, images[:, None] * K + slot, B * K).view(-1)  # (n*K,) scratch row when not taken
+            source = (torch.arange(n, device=device)[:, None] * K + top_beam[:, :K]).view(-1)  # (n*K,)
+            ended = history.index_select(0, source)  # (n*K, T)
+            ended[:, t] = end
+            done_words.index_copy_(0, target, ended)
+            done_logprob.index_copy_(0, target, top_logprob[:, :K].reshape(-1))
+            done_score.index_copy_(0, target, top_logprob[:, :K].reshape(-1).double() / float(t + 1) ** length_penalty)
+            done_length.index_copy_(0, target, torch.full_like(target, t + 1))
+            done_count.index_add_(0, images, taken.long().sum(1))
 
         # The first K candidates that do not end continue; at most K of 2K end.
         order = torch.arange(2 * K, device=device).expand(n, 2 * K) + is_end.long() * 2 * K  # (n, 2K)
@@ -253,10 +270,11 @@ def beam_search(
             break
         state = _select(state, flat_parent)
         tokens = next_token
-        rows = _keep_rows(known, images_host, schedule, device) if prune else None
-        if rows is not None:
+        kept = _keep_rows(known, images_host, schedule, device) if prune else None
+        if kept is not None:
+            rows_host, rows = kept
             row_index = (rows[:, None] * K + torch.arange(K, device=device)).view(-1)  # (n'*K,)
-            images_host = images_host[rows.cpu()]
+            images_host = images_host[rows_host]
             images, beam_logprob = images.index_select(0, rows), beam_logprob.index_select(0, rows)
             history, tokens = history.index_select(0, row_index), tokens.index_select(0, row_index)
             state, memory = _select(state, row_index), _select(memory, row_index)
@@ -284,5 +302,5 @@ def _best(done_words, done_logprob, done_score, done_length, done_count, last_wo
     logprob = torch.where(none_done, last_logprob.gather(1, beam[:, None])[:, 0], logprob)
     score = torch.where(none_done, last_score.gather(1, beam[:, None])[:, 0], score)
     length = torch.where(none_done, L if max_len else 0, length)
-    words, logprob, score, length = words.cpu(), logprob.cpu(), score.cpu(), length.cpu()
-    return [Hypothesis(w[:n], lp, s) for w, lp, s, n in zip(words.tolist(), logprob.tolist(), score.tolist(), length.tolist())]
+    words, logprob, score, length = _to_host(words, logprob, score, length)
+    return [Hypothesis(w[:n], lp, s) for w, lp, s, n in zip(words, logprob, score, length)]
