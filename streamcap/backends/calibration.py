@@ -1,7 +1,8 @@
 """Real images for INT8 calibration, preprocessed exactly as inference sees them.
 
-TensorRT's entropy calibrator and ONNX Runtime's static quantizer both read
-these batches, so both quantize against the same activation statistics.
+ONNX Runtime's static quantizer reads these batches for both INT8 encoders
+(its own and TensorRT's Q/DQ graph), so both quantize against the same
+activation statistics, of frames preprocessed exactly as at inference.
 """
 from __future__ import annotations
 

@@ -199,9 +199,9 @@ class RowRules:
         if self.named is not None:
             self.named |= self.rules.word_concepts.index_select(0, tokens)  # (R, C)
 
-    def select(self, index: torch.Tensor) -> None:
-        """Row r becomes old row `index[r]` (beam reordering, finished rows dropped)."""
-        for name in ("ban", "required", "named"):
+    def select(self, index: torch.Tensor, same_images: bool = False) -> None:
+        """Row r becomes old row `index[r]`: finished rows dropped, or (`same_images`) beams reordered within their image."""
+        for name in ("named",) if same_images else ("ban", "required", "named"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value.index_select(0, index))

@@ -140,30 +140,30 @@ def preprocess_on(frames_bgr: list[np.ndarray], spec, device: torch.device, resi
                   resizer: DeviceResizer | None = None) -> torch.Tensor:
     """`preprocess` for a backend on `device`: (B, 3, S, S) float32 there.
 
-    On the CPU it is `preprocess`. Elsewhere only uint8 pixels cross the bus:
-    the whole frames, resized on the device by `resizer`, or squares resized by
-    OpenCV first (`resize="host"`).
+    Only uint8 pixels cross the bus: whole frames resized on the device by
+    `resizer` (`resize="device"`), or squares resized by OpenCV first
+    (`resize="host"`, or no resizer: always so on the CPU backends).
     """
     device = torch.device(device)
-    if device.type == "cpu":
-        return preprocess(frames_bgr, spec)
     size = spec.input_size
     if resize == "host" or resizer is None:
+        if device.type == "cpu":
+            return preprocess(frames_bgr, spec)
         pixels = torch.from_numpy(resize_batch(frames_bgr, size)).pin_memory().to(device, non_blocking=True)  # (B, S, S, 3)
         return normalize(pixels.permute(0, 3, 1, 2), spec)
+    pinned = device.type == "cuda"  # page-locked staging lets the upload run without the host waiting
     out = torch.empty(len(frames_bgr), 3, size, size, device=device)  # (B, 3, S, S)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, frame in enumerate(frames_bgr):
-        frame = as_bgr(frame)
-        key = frame.shape if resizer.handles(*frame.shape[:2]) else (size, size, 3)
-        groups.setdefault(key, []).append(i)
+        shape = (*frame.shape[:2], 3)
+        groups.setdefault(shape if resizer.handles(*shape[:2]) else (size, size, 3), []).append(i)
     for shape, indices in groups.items():
-        staged = torch.empty((len(indices), *shape), dtype=torch.uint8, pin_memory=True)  # (N, H, W, 3) page-locked
+        staged = torch.empty((len(indices), *shape), dtype=torch.uint8, pin_memory=pinned)  # (N, H, W, 3)
         host = staged.numpy()
         for j, i in enumerate(indices):
             frame = as_bgr(frames_bgr[i])
             host[j] = frame if frame.shape == shape else resize_frame(frame, size)
-        pixels = staged.to(device, non_blocking=True)
-        index = torch.tensor(indices).pin_memory().to(device, non_blocking=True)
-        out.index_copy_(0, index, resizer(pixels))
+        index = torch.tensor(indices)
+        out.index_copy_(0, index.pin_memory().to(device, non_blocking=True) if pinned else index,
+                        resizer(staged.to(device, non_blocking=True)))
     return normalize(out, spec)

@@ -250,7 +250,7 @@ def beam_search(
         history = history.index_select(0, flat_parent)
         history[:, t] = next_token
         if row_rules is not None:
-            row_rules.select(flat_parent)
+            row_rules.select(flat_parent, same_images=True)  # a beam's parent is a beam of the same image
             row_rules.advance(next_token)
 
         if t == max_len - 1:
