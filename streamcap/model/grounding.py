@@ -105,6 +105,18 @@ def _concept_words_table(vocab: Vocabulary, concepts: tuple[str, ...], device: t
     return cache[key]
 
 
+def _threshold_tables(options: GroundingOptions, concepts: tuple[str, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ban_below, require_above) per concept on the device, uploaded once per options rather than once per batch."""
+    key = (options, concepts, device)
+    if key not in _THRESHOLDS:
+        ban_below, require_above = options.thresholds(concepts)  # (C,), (C,)
+        _THRESHOLDS[key] = (ban_below.to(device), require_above.to(device))
+    return _THRESHOLDS[key]
+
+
+_THRESHOLDS: dict = {}
+
+
 class StepRules:
     """The rules for one batch of images, as tensors on the device of `probs` (or `device`).
 
@@ -132,13 +144,13 @@ class StepRules:
         concepts = tuple(concepts)
         probs = probs.to(self.device, torch.float32)  # (B, C)
         words = _concept_words_table(vocab, concepts, self.device)  # (C, V)
-        ban_below, require_above = options.thresholds(concepts)  # (C,), (C,) on the host: the options' own numbers
-        ruled_out = probs < ban_below.to(self.device)  # (B, C)
+        ban_below, require_above = _threshold_tables(options, concepts, self.device)  # (C,), (C,)
+        ruled_out = probs < ban_below  # (B, C)
         ban = (ruled_out.float() @ words.float()) > 0  # (B, V): any ruled-out concept names the word
         self.ban_mask = torch.nn.functional.pad(ban, (0, 1))  # (B, V+1)
-        if float(require_above.min()) > 1.0:
+        if min((options.require_above, *(r for _, _, r in options.per_concept))) > 1.0:
             return  # probabilities never exceed 1: nothing can be required
-        self.required = (probs >= require_above.to(self.device)) & words.any(1)[None]  # (B, C)
+        self.required = (probs >= require_above) & words.any(1)[None]  # (B, C)
         self.word_concepts = words.t().contiguous()  # (V, C)
         if options.require_boost:
             self.boost_by_concept = torch.zeros(words.shape, device=self.device).masked_fill_(words, options.require_boost)

@@ -188,7 +188,7 @@ def beam_search(
     device = memory[0].device
     schedule = schedule or Schedule.for_device(device)
     B, K, L = memory[0].shape[0], beam_size, max(max_len, 1)
-    expand = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,)
+    expand = torch.div(torch.arange(B * K, device=device), K, rounding_mode="floor")  # (B*K,) image of each row
     memory, state = _select(memory, expand), _select(state, expand)
     images_host = torch.arange(B)  # which image each group of K rows belongs to (host copy)
     images = torch.arange(B, device=device)  # (n,)

@@ -74,6 +74,8 @@ BAD_CONFIGS = [
     ("device_id: Box 1\n", "1:1", "device_id", "lowercase"),
     ("model:\n  backend: tpu\n", "2:3", "model.backend", "'tensorrt'"),
     ("model:\n  precision: fp8\n", "2:3", "model.precision", "'fp16'"),
+    ("model:\n  input_size: 300\n", "2:3", "model.input_size", "multiple of 32"),
+    ("model:\n  input_size: 1024\n", "2:3", "model.input_size", "less than or equal to 640"),
     ("mqtt:\n  port: 1883\n", "1:1", "mqtt.host", "required key is missing"),
     ("mqtt:\n  host: b\n  port: lots\n", "3:3", "mqtt.port", "valid integer"),
     ("mqtt:\n  host: b\n  qos_alarm: 3\n", "3:3", "mqtt.qos_alarm", "less than or equal to 2"),
