@@ -9,11 +9,15 @@ one for training on all of them (`merge_corpora`). Nothing here reads pixels.
 Splits of the shared data, fixed here so that training and every benchmark
 agree on them:
 - COCO subset: `train` is its 5,000 train2014 images, `dev` its 938 val2014 ones.
-- Clip frames: frames of one clip are near-duplicates, so the split is by clip.
-  `dev` is the three clips in DEV_CLIPS (a top-down car park, an infrared
-  night yard with one visitor, a hall people walk through); `train` is the
-  rest (a raised campus camera with pedestrians and parked vans, bottles on a
-  table with a hand reaching in).
+- Clip frames (`clip_frames/`, `cctv_clips/` and the project's own
+  `data/cctv_extra/`): frames of one clip are near-duplicates, so the split is
+  by clip. `dev` is the clips in DEV_CLIPS, one of each kind of view users
+  have: from clip_frames a top-down car park, an infrared night yard with one
+  visitor, a hall people walk through; from cctv_clips an elevated motorway, a
+  road seen straight down, a busy shop aisle, a crowd on a plaza seen from
+  above, a lamp-lit lane at night. `train` is every other clip (a raised
+  campus camera, bottles on a table; motorways, car parks, a level crossing,
+  shops, a fisheye, streets, a mall).
 """
 from __future__ import annotations
 
@@ -23,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-DEV_CLIPS = ("car-detection", "ir-night-yard", "one-by-one-person-detection")
+DEV_CLIPS = (
+    "car-detection", "ir-night-yard", "one-by-one-person-detection",  # clip_frames
+    "motorway-elevated", "road-topdown", "shop-aisle", "plaza-crowd-topdown", "night-lane",  # cctv_clips
+)
 LabelValue = int | None  # 1 present, 0 absent, None: cannot tell
 
 

@@ -70,8 +70,9 @@ class SelfCritical:
         rewards_seen = []
         for start in range(0, len(order), config.scst_batch_images):
             rows = torch.from_numpy(order[start : start + config.scst_batch_images])
-            grid = data.features[rows].float()  # (B, P, D)
-            concepts = None if data.concepts is None else data.concepts[rows]  # (B, C)
+            size = int(rng.integers(len(data.features)))  # one input size per batch, as in cross-entropy
+            grid = data.grid(rows, size)  # (B, P, D)
+            concepts = data.concept_inputs(rows, size)  # (B, C)
             tokens, logprob_sum = sample_captions(decoder, grid, self.rules, vocab.start_index, vocab.end_index,
                                                   config.max_len, S, concepts)
             texts = [vocab.decode(t) for t in tokens.tolist()]

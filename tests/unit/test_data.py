@@ -99,6 +99,10 @@ def test_shared_data_splits(shared_data):
 
     coco = load_corpus(shared_data / "coco_subset")
     assert len(coco.split("train")) == 5000 and len(coco.split("dev")) == 938
-    clips = load_corpus(shared_data / "clip_frames")
-    assert {clip_of(i) for i in clips.split("dev")} == set(DEV_CLIPS)
-    assert not {clip_of(i) for i in clips.split("train")} & set(DEV_CLIPS)
+    dev_clips = set()
+    for folder in ("clip_frames", "cctv_clips"):
+        clips = load_corpus(shared_data / folder)
+        dev_clips |= {clip_of(i) for i in clips.split("dev")}
+        assert not {clip_of(i) for i in clips.split("train")} & set(DEV_CLIPS)
+        assert len({clip_of(i) for i in clips.split("train")}) >= 2  # something of every corpus to learn from
+    assert dev_clips == set(DEV_CLIPS)  # every dev clip exists, split by clip: none of its frames is trained on
