@@ -67,6 +67,11 @@ class SelfCritical:
         S = config.scst_samples
         decoder.train()
         order = rng.permutation(len(data.train_ids))
+        if config.scst_images and config.scst_images < len(order):
+            # A CPU epoch over every image takes hours: a fresh random share each epoch, every camera frame in it.
+            camera = np.flatnonzero(data.camera) if data.camera is not None else np.array([], dtype=int)
+            others = order[~np.isin(order, camera)][: max(0, config.scst_images - len(camera))]
+            order = rng.permutation(np.concatenate([camera, others]))
         rewards_seen = []
         for start in range(0, len(order), config.scst_batch_images):
             rows = torch.from_numpy(order[start : start + config.scst_batch_images])

@@ -88,6 +88,7 @@ class TrainConfig:
     scst_lr: float = 2e-5
     scst_samples: int = 5
     scst_batch_images: int = 32
+    scst_images: int = 0  # images per self-critical epoch (0: all; camera frames are always among them)
     eval_beam: int = 3
     seed: int = 1234
     cache_dir: str = ".cache/features"
