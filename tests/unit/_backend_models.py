@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from streamcap.concepts import BY_NAME, CONCEPT_NAMES, banned_words
+from streamcap.concepts import BY_NAME, GROUP_NAMES, banned_words
 from streamcap.model.checkpoint import CaptionModelSpec, save_checkpoint
 from streamcap.model.concept_head import ConceptHeadConfig
 from streamcap.model.decoder import DecoderConfig, build_decoder
@@ -30,7 +30,7 @@ def make_checkpoint(directory: Path, kind: str, shared_data: Path, seed: int = 0
     vocab = Vocabulary(words)
     torch.manual_seed(seed)
     with_concepts = kind == "attention-concepts"
-    head = ConceptHeadConfig(CONCEPT_NAMES, 1280).to_dict() if with_concepts else None
+    head = ConceptHeadConfig(GROUP_NAMES, 1280).to_dict() if with_concepts else None  # the four groups, rigged below
     config = DecoderConfig(kind=kind.split("-")[0], vocab_size=len(vocab), feature_dim=1280, concept_head=head)
     decoder = build_decoder(config).eval()
     grounding = GroundingOptions()
