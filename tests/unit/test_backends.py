@@ -142,6 +142,21 @@ def test_auto_on_a_cpu_box_picks_onnxruntime_cpu_and_says_why(checkpoint, caplog
     assert all("\n" not in line for line in lines)
 
 
+def test_auto_on_a_cuda_box_without_tensorrt_picks_a_gpu_backend_and_says_why(checkpoint, caplog):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here: test_auto_on_a_cpu_box_picks_onnxruntime_cpu_and_says_why covers this box")
+    if _tensorrt_importable():
+        pytest.skip("tensorrt is installed here; tests/gpu/test_tensorrt.py covers auto picking it")
+    import onnxruntime
+
+    backend = load_captioner(checkpoint, backend="auto")
+    assert backend.selection.startswith(f"{backend.name} (auto; tensorrt: not installed")
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert backend.name == "onnxruntime-cuda"
+    else:
+        assert backend.name == "torch-cuda" and "onnxruntime-cuda: CUDAExecutionProvider not available" in backend.selection
+
+
 def test_a_backend_that_raises_on_load_falls_through_to_the_next(checkpoint, caplog):
     # given a chain whose onnxruntime-cpu loader crashes
     def crash(request):
@@ -177,20 +192,29 @@ def test_a_broken_checkpoint_stops_the_chain_instead_of_trying_every_backend(tmp
     ("bogus", "unknown backend 'bogus'"),
 ])
 def test_explicit_backend_that_cannot_load_is_an_error(checkpoint, backend, message):
-    if backend == "tensorrt" and torch.cuda.is_available():
-        pytest.skip("a GPU is present; tensorrt may load")
+    if backend == "tensorrt" and _tensorrt_importable() and torch.cuda.is_available():
+        pytest.skip("TensorRT and a GPU are present here; tensorrt loads (tests/gpu/test_tensorrt.py)")
     with pytest.raises((BackendUnavailable, ValueError), match=message):
         load_captioner(checkpoint, backend=backend)
+
+
+def _tensorrt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+TORCH_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.mark.parametrize("backend, precision, note", [
     ("onnxruntime", "fp16", "onnxruntime runs fp32 or int8, not fp16; running fp32"),
     ("onnxruntime", "int8", "no int8 encoder yet"),
-    ("torch", "int8", "torch-cpu does not run int8; running fp32"),
+    ("torch", "int8", f"torch-{TORCH_DEVICE} does not run int8; running fp32"),
 ])
 def test_a_precision_the_backend_cannot_honour_runs_fp32_and_says_so(checkpoint, backend, precision, note):
-    if torch.cuda.is_available():
-        pytest.skip("on a GPU these precisions may be honoured")
     loaded = load_captioner(checkpoint, backend=backend, precision=precision)
     assert note in loaded.selection and not loaded.name.endswith(precision)
 
