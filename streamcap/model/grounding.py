@@ -25,11 +25,11 @@ device for the word rules), so one step is a few tensor operations on whatever
 device the search runs on, with no loop over rows, rules or concepts and no
 read-back to the host: the word rules are one (classes, V) mask picked by the
 previous word; the trigram rule scatters the words that would repeat into the
-step's (R, V) mask; a ruled-out concept's words are one (B, V) mask; which
-required concepts a row has named is an (R, C) flag the search carries along
-with the row (`RowRules`), so it never rescans the history.
+step's (R, V) mask; bans and boosts touch only the W columns of concept words;
+which required concepts a row has named is an (R, C) flag the search carries
+along with the row (`RowRules`), so it never rescans the history.
 
-Shapes: R rows being decoded (images x beams), t words so far, V vocabulary, C concepts.
+Shapes: R rows being decoded (images x beams), t words so far, V vocabulary, C concepts, W concept words.
 """
 from __future__ import annotations
 
@@ -93,15 +93,15 @@ def _word_rule_tables(vocab: Vocabulary, device: torch.device) -> tuple[torch.Te
     return cache[device]
 
 
-def _concept_words_table(vocab: Vocabulary, concepts: tuple[str, ...], device: torch.device) -> torch.Tensor:
-    """(C, V) bool: which words name each concept."""
+def _concept_words_table(vocab: Vocabulary, concepts: tuple[str, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """((C, V) bool: which words name each concept, (W,): the indices of all those words), built once per device."""
     cache = vocab.__dict__.setdefault("_concept_words_table", {})
     key = (concepts, device)
     if key not in cache:
         table = torch.zeros(len(concepts), len(vocab), dtype=torch.bool)  # (C, V)
         for c, indices in enumerate(vocab.concept_words(concepts)):
             table[c, indices] = True
-        cache[key] = table.to(device)
+        cache[key] = (table.to(device), table.any(0).nonzero()[:, 0].to(device))
     return cache[key]
 
 
@@ -135,25 +135,28 @@ class StepRules:
         self.block_trigrams = options.block_repeated_trigrams
         self.block_repeats = options.block_repeated_words
         self.require_within = options.require_within
-        self.ban_mask: torch.Tensor | None = None  # (B, V+1) bool
+        self.ban_mask: torch.Tensor | None = None  # (B, V) bool
+        self.concept_columns: torch.Tensor | None = None  # (W,): the vocabulary indices of every concept word
         self.required: torch.Tensor | None = None  # (B, C) bool
         self.word_concepts: torch.Tensor | None = None  # (V, C) bool
-        self.boost_by_concept: torch.Tensor | None = None  # (C, V): what naming each concept gains
+        self.boost_by_concept: torch.Tensor | None = None  # (C, W): what naming each concept gains, on its words' columns
         if probs is None or not concepts:
             return
         concepts = tuple(concepts)
         probs = probs.to(self.device, torch.float32)  # (B, C)
-        words = _concept_words_table(vocab, concepts, self.device)  # (C, V)
+        words, concept_columns = _concept_words_table(vocab, concepts, self.device)  # (C, V), (W,)
         ban_below, require_above = _threshold_tables(options, concepts, self.device)  # (C,), (C,)
         ruled_out = probs < ban_below  # (B, C)
-        ban = (ruled_out.float() @ words.float()) > 0  # (B, V): any ruled-out concept names the word
-        self.ban_mask = torch.nn.functional.pad(ban, (0, 1))  # (B, V+1)
+        self.ban_mask = (ruled_out.float() @ words.float()) > 0  # (B, V): any ruled-out concept names the word
+        self.concept_columns = concept_columns
         if min((options.require_above, *(r for _, _, r in options.per_concept))) > 1.0:
             return  # probabilities never exceed 1: nothing can be required
         self.required = (probs >= require_above) & words.any(1)[None]  # (B, C)
         self.word_concepts = words.t().contiguous()  # (V, C)
         if options.require_boost:
-            self.boost_by_concept = torch.zeros(words.shape, device=self.device).masked_fill_(words, options.require_boost)
+            # Only concept words can gain: the add touches their W columns, not all V.
+            named_by = words.index_select(1, concept_columns)  # (C, W)
+            self.boost_by_concept = torch.zeros(named_by.shape, device=self.device).masked_fill_(named_by, options.require_boost)
 
     def rows(self, row_image: torch.Tensor) -> "RowRules":
         """The rules' per-row state for a search whose row r decodes image `row_image[r]`."""
@@ -177,7 +180,8 @@ class RowRules:
 
     def __init__(self, rules: StepRules, row_image: torch.Tensor):
         self.rules = rules
-        self.ban = None if rules.ban_mask is None else rules.ban_mask.index_select(0, row_image)  # (R, V+1)
+        # Only concept words can be banned: the rows keep their W columns, not all V.
+        self.ban = None if rules.ban_mask is None else rules.ban_mask.index_select(0, row_image).index_select(1, rules.concept_columns)  # (R, W)
         self.required = None if rules.required is None else rules.required.index_select(0, row_image)  # (R, C)
         self.named = None if self.required is None else torch.zeros_like(self.required)  # (R, C)
 
@@ -189,7 +193,8 @@ class RowRules:
         previous = history[:, -1] if t else torch.full((R,), rules.start, dtype=torch.long, device=logprobs.device)  # (R,)
         banned = rules.banned_after_class.index_select(0, rules.word_class.index_select(0, previous))  # (R, V+1)
         if self.ban is not None:
-            banned |= self.ban
+            columns = rules.concept_columns
+            banned.index_copy_(1, columns, banned.index_select(1, columns) | self.ban)
         if rules.block_repeats and t:
             banned.scatter_(1, previous[:, None], True)
         if rules.block_trigrams and t >= 3:
@@ -203,7 +208,7 @@ class RowRules:
             banned[:, rules.end] |= missing.any(1)
         logprobs = logprobs.masked_fill(banned[:, :V], NEG_INF)
         if requiring and rules.boost_by_concept is not None:
-            logprobs = logprobs + missing.float() @ rules.boost_by_concept  # (R, C) @ (C, V)
+            logprobs.index_add_(1, rules.concept_columns, missing.float() @ rules.boost_by_concept)  # (R, C) @ (C, W)
         return logprobs
 
     def advance(self, tokens: torch.Tensor) -> None:
