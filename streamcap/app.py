@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from streamcap.backends.select import load_captioner
 from streamcap.capture.hub import build_hub
 from streamcap.config.schema import StreamcapConfig
+from streamcap.history.query import History
+from streamcap.history.store import preflight as history_preflight
+from streamcap.history.writer import HistoryRecorder
 from streamcap.http import Auth, MetricsServer
 from streamcap.messages import DropCause
 from streamcap.metrics import Metrics
@@ -50,6 +53,8 @@ class App:
 def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pending_captions: int = 256) -> App:
     if config.mqtt is not None:
         preflight(config.mqtt)  # first and fast: a box that cannot deliver alarms must not start looking healthy
+    if config.history.enabled:
+        history_preflight(config.history.path)
     metrics = Metrics()
     # Status events are small and rate-limited at their source; the bound only guards against a stuck dispatch thread.
     status_events = BoundedQueue("status", 10_000, Overflow.drop_oldest,
@@ -85,13 +90,16 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
     if config.http.enabled and config.http.page:
         live = LivePage(config.device_id, list(config.enabled_cameras), snapshots)
         publishers.append(live)
+    if config.history.enabled:  # fed like a publisher: the dispatch thread only queues, one writer thread writes
+        publishers.append(HistoryRecorder(config.history, metrics, snapshots))
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
     pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events,
                         max_pending_captions=max_pending_captions, snapshots=snapshots, on_rules_changed=rules_listeners)
     http = None
     if config.http.enabled:
-        http = MetricsServer(metrics, config.http.host, config.http.port, live=live, auth=Auth.from_config(config.http.auth))
+        http = MetricsServer(metrics, config.http.host, config.http.port, live=live, auth=Auth.from_config(config.http.auth),
+                             history=History(config.history.path) if config.history.enabled else None)
     log.info(
         "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",
         config.device_id, len(hub.cameras), captioner.model_name, getattr(captioner, "name", "torch"),

@@ -7,6 +7,7 @@
     /alarms/<id>/<seq>/snapshot.jpg an alarm message's snapshot
     /metrics                        Prometheus text format
     /healthz (/health)              JSON health; 200 even when degraded (news, not a reason to restart)
+    /api/history/..., /history/...  the caption history's search, summary and thumbnails (web/history_api.py)
 
 It binds 127.0.0.1 by default. Bound anywhere else the config must give
 `http.auth`: a bearer token (header, or `/?token=...` once, which sets an
@@ -33,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamcap.metrics import Metrics
+from streamcap.web import history_api
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.metrics.registry))
         elif path in ("/healthz", "/health"):
             self._send(200, "application/json", json.dumps(self.server.metrics.health(), indent=2).encode() + b"\n")
+        elif path.startswith(history_api.PREFIXES) and self.server.history is not None:
+            self._send(*history_api.respond(self.server.history, path, query))
         else:
             self._not_found("not found: try /, /metrics or /healthz")
 
@@ -201,8 +205,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = False  # request threads are joined on close (block_on_close)
     block_on_close = True
 
-    def __init__(self, address: tuple[str, int], metrics: Metrics, live, auth: Auth | None) -> None:
-        self.metrics, self.live, self.auth = metrics, live, auth
+    def __init__(self, address: tuple[str, int], metrics: Metrics, live, auth: Auth | None, history=None) -> None:
+        self.metrics, self.live, self.auth, self.history = metrics, live, auth, history
         self.stopping = threading.Event()
         self.page_html = resources.files("streamcap.web").joinpath("page.html").read_bytes() if live is not None else b""
         super().__init__(address, _Handler)
@@ -211,8 +215,9 @@ class _Server(ThreadingHTTPServer):
 class MetricsServer:
     """Serves the page (when `live` is given), metrics and health on host:port. Port 0 picks a free port (see `.port`)."""
 
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9108, live=None, auth: Auth | None = None) -> None:
-        self._metrics, self._live, self._auth = metrics, live, auth
+    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9108, live=None, auth: Auth | None = None,
+                 history=None) -> None:
+        self._metrics, self._live, self._auth, self._history = metrics, live, auth, history
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -229,7 +234,7 @@ class MetricsServer:
 
     def start(self) -> None:
         try:
-            self._server = _Server(self._address, self._metrics, self._live, self._auth)
+            self._server = _Server(self._address, self._metrics, self._live, self._auth, self._history)
         except OSError as exc:
             raise OSError(
                 f"http server cannot listen on {self._address[0]}:{self._address[1]}: {exc.strerror}; "

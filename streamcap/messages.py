@@ -100,6 +100,8 @@ class DropCause(StrEnum):
     backlog = "backlog"  # a bounded queue was full (DROP_OLDEST)
     disconnected = "disconnected"  # best-effort messages while the broker is away
     spool_full = "spool_full"  # the alarm spool reached its bound
+    disk_full = "disk_full"  # the history's disk is full: not written until space returns
+    write_error = "write_error"  # the history database failed otherwise (unwritable, damaged while running)
     shutdown = "shutdown"  # still waiting when streamcap stopped
 
 
@@ -136,7 +138,7 @@ class CameraReconnecting:
 class FramesDropped:
     """`count` more items dropped since the last event of this (stage, source, cause)."""
 
-    stage: str  # "batcher", "inference", "dispatch", "publish_mqtt", "spool"
+    stage: str  # "batcher", "inference", "dispatch", "publish_mqtt", "spool", "history"
     cause: DropCause
     count: int
     camera_id: str = ""  # the camera they belonged to, when there is one

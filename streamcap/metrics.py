@@ -21,6 +21,9 @@ this file is the whole list of what `/metrics` shows:
     mqtt_reconnects                  counter  broker connections after the first
     spool_depth                      gauge    alarms waiting in the on-disk spool
     spool_dropped                    counter  alarms dropped because the spool was full
+    history_written{kind}            counter  captions and alarm messages written to the history database
+    history_bytes{part}              gauge    bytes the history uses: database, thumbnails
+    history_state                    enum     starting|writing|paused|failed|off (paused: the disk is full)
 
 Every label set is bounded: stages and causes are closed sets, cameras and
 rules come from the config. Status events from the side channel are folded
@@ -105,6 +108,12 @@ class Metrics:
         self.spool_dropped = Counter(
             "streamcap_spool_dropped", "Alarms dropped because the spool was full", registry=r
         )
+        self.history_written = Counter("streamcap_history_written", "Captions and alarm messages written to the history",
+                                       ["kind"], registry=r)
+        self.history_bytes = Gauge("streamcap_history_bytes", "Bytes the history uses on disk", ["part"], registry=r)
+        self.history_state = Enum("streamcap_history_state", "History writer state",
+                                  states=["starting", "writing", "paused", "failed", "off"], registry=r)
+        self._history: dict | None = None  # None: no history on this box
         self._lock = threading.Lock()
         self._cameras: dict[str, dict] = {}
         self._publishers: dict[str, dict] = {}  # only those that report a state (MQTT); console does not
@@ -149,6 +158,12 @@ class Metrics:
         with self._lock:
             self._spool_depth = depth
 
+    def set_history_state(self, state: str, detail: str = "") -> None:
+        """`paused` (disk full) and `failed` make /healthz degraded: the history is not being written."""
+        self.history_state.state(state)
+        with self._lock:
+            self._history = {"state": state, "detail": detail}
+
     def observe_status(self, event: StatusEvent) -> None:
         """Fold a side-channel status event into the metrics, by its type."""
         if isinstance(event, CameraStateChanged):
@@ -176,12 +191,15 @@ class Metrics:
                 mqtt["spool_depth"] = self._spool_depth
             slow = time.monotonic() < self._slow_rules_until
             rules = {"slow": slow, "slowest_ms": round(self._slowest_rules_s * 1000, 1)}
+            history = dict(self._history) if self._history is not None else None
+        history_down = history is not None and history["state"] in ("paused", "failed")
         if any(p["state"] == PublisherState.failed.value for p in publishers.values()):
             status = "failed"
         elif (all(c["state"] == CameraState.connected.value for c in cameras.values())
-              and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow):
+              and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow
+              and not history_down):
             status = "ok"
         else:
             status = "degraded"
         return {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
-                "publishers": publishers, "rules": rules}
+                "publishers": publishers, "rules": rules, "history": history}

@@ -311,6 +311,39 @@ class HttpConfig(StrictModel):
         return self
 
 
+class HistoryConfig(StrictModel):
+    enabled: bool = Field(default=True, description="Keep a searchable history of what the cameras saw (SQLite under `path`); "
+                          "`streamcap history search|summary` and the page's search read it.")
+    path: Path = Field(default=Path(".streamcap/history"), description="Folder of the history database (history.db) and its thumbnails; "
+                       "put it in the box's state folder on a real disk.")
+    raw_days: float = Field(default=3.0, gt=0, le=365, description="Keep every single caption this many days; after that only "
+                            "segments (runs of captions that say the same thing) remain.")
+    retain_days: float = Field(default=30.0, gt=0, le=3650, description="Delete segments and alarms older than this many days.")
+    max_size_mb: int = Field(default=2048, ge=16, le=10_000_000, description="Most megabytes the database may use; beyond it the "
+                             "oldest single captions go first, then the oldest segments.")
+    thumbnails: bool = Field(default=True, description="Save a small JPEG at the start of each segment and for each alarm.")
+    thumbnail_max_mb: int = Field(default=1024, ge=1, le=10_000_000, description="Most megabytes of thumbnails; the oldest are deleted first.")
+    segment_max_s: float = Field(default=3600.0, ge=60, le=86_400, description="A segment lasting longer is closed and a new one "
+                                 "begins (a fresh thumbnail; single captions age out in steps of this).")
+    concept_threshold: float = Field(default=0.5, gt=0, lt=1, description="A concept at or above this probability is present; "
+                                     "a concept appearing or leaving ends a segment.")
+    max_new_words: float = Field(default=0.34, ge=0, le=1, description="A caption stays in the segment when at most this share "
+                                 "of its words (not counting a, the, on...) is new to the segment, and it names no new object.")
+    max_pending: int = Field(default=5000, ge=10, le=1_000_000, description="Captions and alarms waiting for the history writer; "
+                             "beyond this they are not written (and counted in /metrics).")
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_folder(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> HistoryConfig:
+        if self.raw_days > self.retain_days:
+            raise ValueError("raw_days must be <= retain_days (single captions cannot outlive their segments)")
+        return self
+
+
 class StreamcapConfig(StrictModel):
     device_id: Id = Field(default="streamcap", description="This box's id in MQTT topics; keeps several boxes on one broker apart.")
     timezone: TimeZone = Field(default="UTC", description="IANA time zone for rule schedules (e.g. Europe/Paris).")
@@ -320,6 +353,7 @@ class StreamcapConfig(StrictModel):
     mqtt: MqttConfig | None = Field(default=None, description="MQTT broker; omit to run without one.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Local outputs (console, JSON lines).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    history: HistoryConfig = Field(default_factory=HistoryConfig, description="The searchable caption history of this box.")
     _document: Any = PrivateAttr(default=None)  # the YamlDocument it was loaded from, for positions in later errors
 
     def __eq__(self, other: object) -> bool:  # where a config came from is not part of what it says
