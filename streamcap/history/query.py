@@ -188,7 +188,10 @@ class History:
             sql = f"SELECT {columns} FROM segments s {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY s.id DESC LIMIT ?"
             args = [*args, limit]
         cameras = _camera_names(conn)
-        return [self._segment_doc(row, cameras, names) for row in conn.execute(sql, args)]
+        # Segment ids follow the order they were written (time order, up to seconds between cameras): the
+        # newest `limit` by id, shown newest first by start.
+        rows = sorted(conn.execute(sql, args), key=lambda r: r[2], reverse=True)
+        return [self._segment_doc(row, cameras, names) for row in rows]
 
     # --- summary -----------------------------------------------------------------------------
     def summary(self, camera: str, since: float, until: float | None = None) -> dict:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DB_NAME = "history.db"
 SCHEMA_VERSION = "1"
 PRUNE_STEP_ROWS = 20_000  # rows deleted per statement, so one prune never holds the writer for long
+KEEP_NEWEST_S = 3600.0  # size retention never deletes the last hour
 SIZE_SLACK = 0.9  # size retention deletes down to this share of the bound, so it does not run on every batch
 
 SCHEMA = """
@@ -264,8 +265,8 @@ class HistoryStore:
         return (pages - free) * page_size
 
     def prune(self, now: float, raw_days: float, retain_days: float, max_bytes: int, segment_max_s: float,
-              budget_s: float = 1.0) -> int:
-        """Delete what is past its age, then the oldest while over `max_bytes`; returns rows deleted.
+              budget_s: float = 1.0) -> bool:
+        """Delete what is past its age, then the oldest while over `max_bytes`; False if there is more to do.
 
         Stops after about `budget_s` and goes on at the next call, so the writer is never held long.
         """
@@ -280,23 +281,27 @@ class HistoryStore:
         deleted += self._delete("DELETE FROM alarms WHERE rowid IN (SELECT rowid FROM alarms WHERE start_ms < ? LIMIT ?)", old, deadline)
         limit = int(max_bytes * SIZE_SLACK)
         if self.used_bytes() > max_bytes:
+            keep_from = to_ms(now - KEEP_NEWEST_S)  # whatever the size, the last hour stays
+            first_kept = self.conn.execute("SELECT id FROM segments WHERE start_ms >= ? ORDER BY start_ms LIMIT 1",
+                                           (keep_from,)).fetchone()
+            first_kept = first_kept[0] if first_kept else (self.conn.execute("SELECT max(id) FROM segments").fetchone()[0] or 0) + 1
             while self.used_bytes() > limit and time.monotonic() < deadline:
                 oldest_raw = self.conn.execute("SELECT min(segment) FROM captions").fetchone()[0]
-                newest = self.conn.execute("SELECT max(id) FROM segments").fetchone()[0]
-                if oldest_raw is not None and oldest_raw < (newest or 0):
-                    step = self._segment_step(oldest_raw)
-                    deleted += self._run("DELETE FROM captions WHERE segment < ?", step)
+                if oldest_raw is not None and oldest_raw < first_kept:
+                    deleted += self._run("DELETE FROM captions WHERE segment < ?", min(first_kept, self._segment_step(oldest_raw)))
                     continue
                 oldest = self.conn.execute("SELECT min(start_ms) FROM segments").fetchone()[0]
-                if oldest is None:
+                if oldest is None or oldest >= keep_from:
+                    log.warning("history: history.max_size_mb is too small for the last hour alone (%.0f MB used)",
+                                self.used_bytes() / 1e6)
                     break
-                cutoff = oldest + 3_600_000  # an hour at a time
+                cutoff = min(oldest + 3_600_000, keep_from)  # an hour at a time
                 deleted += self._delete_segments_before(cutoff, deadline)
                 deleted += self._run("DELETE FROM alarms WHERE start_ms < ?", cutoff)
             log.info("history: over history.max_size_mb; deleted the oldest (now %.0f MB used)", self.used_bytes() / 1e6)
         if deleted:
             self.give_back_space()
-        return deleted
+        return time.monotonic() < deadline
 
     def give_back_space(self) -> None:
         """Return free pages to the file system when they are many (after retention, or to get out of a full disk)."""

@@ -278,7 +278,8 @@ class HistoryRecorder:
             self._next_prune = now + PRUNE_EVERY_S
             c = self.config
             try:
-                self._store.prune(time.time(), c.raw_days, c.retain_days, c.max_size_mb * 1_000_000, c.segment_max_s)
+                if not self._store.prune(time.time(), c.raw_days, c.retain_days, c.max_size_mb * 1_000_000, c.segment_max_s):
+                    self._next_prune = now + 1.0  # more to delete: go on soon, between batches
             except sqlite3.Error as exc:
                 if not db.is_disk_full(exc):
                     self._failed(exc, "retention failed")
