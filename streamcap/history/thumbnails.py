@@ -38,6 +38,11 @@ def alarm_name(alarm_id: str) -> str | None:
     return name if _NAME.match(name) and "/" not in alarm_id else None
 
 
+def _natural(name: str) -> list:
+    """s9.jpg before s10.jpg: written in the same clock tick, the smaller id is the older."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def encode(image: np.ndarray, width: int = WIDTH, quality: int = QUALITY) -> bytes | None:
     """A BGR image scaled down to `width` px as JPEG, or None if OpenCV cannot encode it."""
     if image.shape[1] > width:
@@ -63,11 +68,11 @@ class ThumbnailFolder:
         for entry in os.scandir(self.folder):
             if entry.is_file() and _NAME.match(entry.name):
                 stat = entry.stat()
-                found.append((stat.st_mtime, entry.name, stat.st_size))
+                found.append((stat.st_mtime_ns, _natural(entry.name), entry.name, stat.st_size))
             elif entry.name.startswith(".tmp-"):
                 Path(entry.path).unlink(missing_ok=True)  # a write cut short by a crash
-        for mtime, name, size in sorted(found):
-            self._files[name] = (size, mtime)
+        for mtime_ns, _, name, size in sorted(found):
+            self._files[name] = (size, mtime_ns / 1e9)
             self.total += size
 
     def path(self, name: str) -> Path | None:
