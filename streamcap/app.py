@@ -13,7 +13,7 @@ from streamcap.backends.select import load_captioner
 from streamcap.capture.hub import build_hub
 from streamcap.config.schema import StreamcapConfig
 from streamcap.history.query import History
-from streamcap.history.store import preflight as history_preflight
+from streamcap.history.store import HistoryUnavailable, preflight as history_preflight
 from streamcap.history.writer import HistoryRecorder
 from streamcap.http import Auth, MetricsServer
 from streamcap.messages import DropCause
@@ -53,8 +53,16 @@ class App:
 def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pending_captions: int = 256) -> App:
     if config.mqtt is not None:
         preflight(config.mqtt)  # first and fast: a box that cannot deliver alarms must not start looking healthy
-    if config.history.enabled:
-        history_preflight(config.history.path)
+    history = config.history if config.history.enabled else None
+    if history is not None:
+        try:
+            history_preflight(history.path)
+        except HistoryUnavailable as exc:
+            if "path" in history.model_fields_set:
+                raise  # a folder the config names must work
+            # The default folder (beside the config file) may be read-only: the box runs, without a history.
+            log.warning("%s; running without a history", exc)
+            history = None
     metrics = Metrics()
     # Status events are small and rate-limited at their source; the bound only guards against a stuck dispatch thread.
     status_events = BoundedQueue("status", 10_000, Overflow.drop_oldest,
@@ -90,8 +98,8 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
     if config.http.enabled and config.http.page:
         live = LivePage(config.device_id, list(config.enabled_cameras), snapshots)
         publishers.append(live)
-    if config.history.enabled:  # fed like a publisher: the dispatch thread only queues, one writer thread writes
-        publishers.append(HistoryRecorder(config.history, metrics, snapshots))
+    if history is not None:  # fed like a publisher: the dispatch thread only queues, one writer thread writes
+        publishers.append(HistoryRecorder(history, metrics, snapshots))
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
     pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events,
@@ -99,7 +107,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
     http = None
     if config.http.enabled:
         http = MetricsServer(metrics, config.http.host, config.http.port, live=live, auth=Auth.from_config(config.http.auth),
-                             history=History(config.history.path) if config.history.enabled else None)
+                             history=History(history.path) if history is not None else None)
     log.info(
         "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",
         config.device_id, len(hub.cameras), captioner.model_name, getattr(captioner, "name", "torch"),

@@ -314,8 +314,9 @@ class HttpConfig(StrictModel):
 class HistoryConfig(StrictModel):
     enabled: bool = Field(default=True, description="Keep a searchable history of what the cameras saw (SQLite under `path`); "
                           "`streamcap history search|summary` and the page's search read it.")
-    path: Path = Field(default=Path(".streamcap/history"), description="Folder of the history database (history.db) and its thumbnails; "
-                       "put it in the box's state folder on a real disk.")
+    path: Path = Field(default=Path(".streamcap/history"), validate_default=True,
+                       description="Folder of the history database (history.db) and its thumbnails, relative to this "
+                       "file; put it in the box's state folder on a real disk.")
     raw_days: float = Field(default=3.0, gt=0, le=365, description="Keep every single caption this many days; after that only "
                             "segments (runs of captions that say the same thing) remain.")
     retain_days: float = Field(default=30.0, gt=0, le=3650, description="Delete segments and alarms older than this many days.")
@@ -353,7 +354,8 @@ class StreamcapConfig(StrictModel):
     mqtt: MqttConfig | None = Field(default=None, description="MQTT broker; omit to run without one.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Local outputs (console, JSON lines).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
-    history: HistoryConfig = Field(default_factory=HistoryConfig, description="The searchable caption history of this box.")
+    # Validated from {} (not built bare) so the default folder is resolved against the config file too.
+    history: HistoryConfig = Field(default_factory=dict, validate_default=True, description="The searchable caption history of this box.")
     _document: Any = PrivateAttr(default=None)  # the YamlDocument it was loaded from, for positions in later errors
 
     def __eq__(self, other: object) -> bool:  # where a config came from is not part of what it says
