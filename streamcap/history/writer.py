@@ -156,28 +156,10 @@ class HistoryRecorder:
             self._unwritten_while_paused += len(items)
             self._drop(items, DropCause.disk_full)
             return
-        began, alarm_snapshots = [], []
         store, conn = self._store, self._store.conn
         try:
             conn.execute("BEGIN")
-            touched, rows = {}, []
-            for item in items:
-                if isinstance(item, Caption):
-                    placed = self._segmenter.add(item.camera_id, item.captured_at, item.text, item.concepts,
-                                                 item.frame_id, item.model)
-                    segment = placed.segment
-                    if placed.began:
-                        segment.key = store.insert_segment(segment)
-                        began.append(segment)
-                    touched[id(segment)] = segment
-                    rows.append((segment.key, db.to_ms(item.captured_at), placed.variant,
-                                 item.text if placed.variant is None else None, store.concept_bytes(item.concepts)))
-                elif isinstance(item, Alarm):
-                    store.upsert_alarm(item)
-                    if item.snapshot_jpeg and item.alarm_id not in self._alarm_thumbs:
-                        alarm_snapshots.append(item)
-            store.update_segments(touched.values())
-            store.insert_captions(rows)
+            began = record(store, self._segmenter, items)
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             db.rollback(conn)
@@ -201,7 +183,8 @@ class HistoryRecorder:
                      time.monotonic() - self._paused_since, self._unwritten_while_paused)
             self._paused_since, self._unwritten_while_paused = None, 0
         self.metrics.set_history_state("writing")
-        self._save_thumbnails(began, alarm_snapshots)
+        self._save_thumbnails(began, [i for i in items if isinstance(i, Alarm) and i.snapshot_jpeg
+                                      and i.alarm_id not in self._alarm_thumbs])
 
     def _save_thumbnails(self, began: list, alarms: list[Alarm]) -> None:
         if self._thumbs is None:
@@ -291,6 +274,31 @@ class HistoryRecorder:
             self._next_sizes = now + SIZES_EVERY_S
             self.metrics.history_bytes.labels("database").set(_file_bytes(self.folder))
             self.metrics.history_bytes.labels("thumbnails").set(self._thumbs.total if self._thumbs is not None else 0)
+
+
+def record(store: db.HistoryStore, segmenter: Segmenter, items, raw: bool = True) -> list:
+    """Write captions (each into its segment) and alarm messages, inside the caller's transaction.
+
+    Returns the segments that began here (they want a thumbnail). `raw=False` keeps segments only,
+    as retention leaves days older than raw_days (benchmarks build long histories that way).
+    """
+    began, touched, rows = [], {}, []
+    for item in items:
+        if isinstance(item, Caption):
+            placed = segmenter.add(item.camera_id, item.captured_at, item.text, item.concepts, item.frame_id, item.model)
+            segment = placed.segment
+            if placed.began:
+                segment.key = store.insert_segment(segment)
+                began.append(segment)
+            touched[id(segment)] = segment
+            if raw:
+                rows.append((segment.key, db.to_ms(item.captured_at), placed.variant,
+                             item.text if placed.variant is None else None, store.concept_bytes(item.concepts)))
+        elif isinstance(item, Alarm):
+            store.upsert_alarm(item)
+    store.update_segments(touched.values())
+    store.insert_captions(rows)
+    return began
 
 
 def _file_bytes(folder: Path) -> int:

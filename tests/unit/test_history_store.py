@@ -8,23 +8,16 @@ import pytest
 
 from streamcap.history import store as db
 from streamcap.history.segments import Segmenter
+from streamcap.history.writer import record
+from streamcap.messages import Caption
 
 DAY = 86400.0
 
 
 def write(store: db.HistoryStore, captions, segmenter: Segmenter | None = None) -> None:
-    """(camera, time, text, concepts) through the segmenter into the store, in one transaction, as the writer does."""
-    segmenter = segmenter or Segmenter()
+    """(camera, time, text, concepts) into the store in one transaction, as the writer does."""
     store.conn.execute("BEGIN")
-    touched, rows = {}, []
-    for camera, at, text, concepts in captions:
-        placed = segmenter.add(camera, at, text, concepts)
-        if placed.began:
-            placed.segment.key = store.insert_segment(placed.segment)
-        touched[id(placed.segment)] = placed.segment
-        rows.append((placed.segment.key, db.to_ms(at), placed.variant, None, store.concept_bytes(concepts)))
-    store.update_segments(touched.values())
-    store.insert_captions(rows)
+    record(store, segmenter or Segmenter(), [Caption(c, i, at, 0.0, text, "m", 0.0, p) for i, (c, at, text, p) in enumerate(captions)])
     store.conn.execute("COMMIT")
 
 
