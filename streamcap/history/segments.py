@@ -9,14 +9,20 @@ thing:
 - the same concepts: no concept of the head crossed `threshold` since the
   segment began (with `hysteresis`, so a probability hovering at the threshold
   does not split it every second);
-- no new object: every word of a concept group (person, car, dog, fire...,
-  from streamcap.concepts) it names was named in the segment before;
+- no new object: it names no concept group (person, vehicle, animal, fire,
+  from streamcap.concepts) the segment has not named; "children" after
+  "people" is the same object, "a man" after "an empty street" is a new one;
 - the same words up to small variation: at most `max_new_words` of its content
   words (not counting a, the, on, ...) are new to the segment.
 
-Anything else ends the segment and begins a new one, as does a segment older
-than `max_duration_s` (so a day-long still scene gets a fresh thumbnail every
-hour, and single captions can age out in steps).
+A change must be seen twice in a row to end a segment: a caption that does
+not fit is held until the camera's next caption. If that one fits the open
+segment, the held caption was a passing moment (the model wavering, or
+something crossing the frame for an instant): it is counted in the segment and
+its words are indexed for search, but they do not widen what the segment
+accepts. Otherwise the held caption begins the new segment. A segment older
+than `max_duration_s` is closed at once (so a day-long still scene gets a fresh
+thumbnail every hour, and single captions can age out in steps).
 
 The best caption of a segment is the one said most often (the first of equals).
 Pure logic: no clock, no disk; the writer stores what this decides.
@@ -44,25 +50,36 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _object_words() -> dict[str, str]:
-    """Every word of every concept group (and its simple plural) -> its singular form."""
+def _concept_of_words() -> dict[str, str]:
+    """Every word of every concept group (and its simple plural) -> the group's name."""
     forms: dict[str, str] = {}
     for concept in CONCEPTS:
         for word in concept.words:
-            if " " in word:
-                continue
-            forms[word] = word
-            for plural in (word + "s", word + "es"):
-                forms.setdefault(plural, word)
+            if " " not in word:
+                for form in (word, word + "s", word + "es"):
+                    forms.setdefault(form, concept.name)
     return forms
 
 
-OBJECT_WORDS = _object_words()
+OBJECT_WORDS = _concept_of_words()
 
 
-def objects_in(words: list[str]) -> set[str]:
-    """The objects a caption names, singular ("cars" and "car" are one object)."""
+def objects_in(words) -> set[str]:
+    """The concept groups a caption names by its words ("cars" and "a van" both name vehicle)."""
     return {OBJECT_WORDS[w] for w in words if w in OBJECT_WORDS}
+
+
+@dataclass(frozen=True)
+class Said:
+    """One caption, as the segmenter keeps it while deciding where it goes."""
+
+    camera_id: str
+    at: float
+    text: str
+    concepts: Mapping[str, float]
+    frame_id: int
+    model: str
+    words: tuple[str, ...]
 
 
 @dataclass
@@ -76,7 +93,8 @@ class Segment:
     count: int = 0
     variants: list[str] = field(default_factory=list)  # distinct captions, first seen first
     said: list[int] = field(default_factory=list)  # how often each variant was said
-    words: dict[str, None] = field(default_factory=dict)  # distinct words, first seen first
+    words: dict[str, None] = field(default_factory=dict)  # distinct words of the captions that fit, first seen first
+    passing: dict[str, None] = field(default_factory=dict)  # words only passing moments said: searchable, not compared
     objects: set[str] = field(default_factory=set)
     concepts_max: dict[str, float] = field(default_factory=dict)
     key: int | None = None  # the store's id once written
@@ -89,7 +107,9 @@ class Segment:
 
     @property
     def indexed_words(self) -> str:
-        return " ".join(self.words)
+        """What search finds the segment by: every word said in it, passing moments included."""
+        extra = [w for w in self.passing if w not in self.words][: max(0, MAX_WORDS - len(self.words))]
+        return " ".join([*self.words, *extra])
 
     def variant_of(self, text: str) -> int | None:
         """The index of `text` among the variants, or None if the segment stopped remembering new ones."""
@@ -98,35 +118,45 @@ class Segment:
         except ValueError:
             return None
 
-    def _take(self, at: float, text: str, words: list[str], concepts: Mapping[str, float]) -> int | None:
-        self.count += 1
-        self.end = max(self.end, at)
-        variant = self.variant_of(text)
+    def _take(self, said: Said) -> int | None:
+        self._count(said)
+        variant = self.variant_of(said.text)
         if variant is None and len(self.variants) < MAX_VARIANTS:
-            self.variants.append(text)
+            self.variants.append(said.text)
             self.said.append(0)
             variant = len(self.variants) - 1
         if variant is not None:
             self.said[variant] += 1
-        for word in words:
+        for word in said.words:
             if len(self.words) >= MAX_WORDS:
                 break
             self.words.setdefault(word, None)
-        self.objects |= objects_in(words)
-        for name, p in concepts.items():
+        self.objects |= objects_in(said.words)
+        return variant
+
+    def _pass(self, said: Said) -> None:
+        self._count(said)
+        for word in said.words:
+            if len(self.passing) >= MAX_WORDS:
+                break
+            self.passing.setdefault(word, None)
+
+    def _count(self, said: Said) -> None:
+        self.count += 1
+        self.end = max(self.end, said.at)
+        for name, p in said.concepts.items():
             if p > self.concepts_max.get(name, -1.0):
                 self.concepts_max[name] = float(p)
-        return variant
 
 
 @dataclass(frozen=True)
 class Placed:
-    """Where a caption went: its segment, whether that segment began with it, and its variant index (None: not kept)."""
+    """Where a caption went: its segment, whether that segment began with it, and its variant (None: stored with its row)."""
 
+    caption: Said
     segment: Segment
     began: bool
     variant: int | None
-    ended: Segment | None = None  # the segment this caption closed, if any
 
 
 class Segmenter:
@@ -135,40 +165,73 @@ class Segmenter:
         self.threshold, self.max_new_words = threshold, max_new_words
         self.max_duration_s, self.hysteresis = max_duration_s, hysteresis
         self._open: dict[str, Segment] = {}
+        self._held: dict[str, Said] = {}  # a caption that did not fit, waiting for the camera's next one
 
     def add(self, camera_id: str, at: float, text: str, concepts: Mapping[str, float], frame_id: int = 0,
-            model: str = "") -> Placed:
-        words = words_of(text)
+            model: str = "") -> list[Placed]:
+        """Place a caption; returns what was placed now: nothing (held), it, or a held caption and it."""
+        said = Said(camera_id, at, text, dict(concepts), frame_id, model, tuple(words_of(text)))
         current = self._open.get(camera_id)
-        if current is not None and self._same(current, at, text, words, concepts):
-            return Placed(current, False, current._take(at, text, words, concepts))
-        segment = Segment(camera_id, at, at, frame_id, model,
-                          frozenset(n for n, p in concepts.items() if p >= self.threshold))
-        variant = segment._take(at, text, words, concepts)
-        self._open[camera_id] = segment
-        return Placed(segment, True, variant, ended=current)
+        held = self._held.pop(camera_id, None)
+        placed: list[Placed] = []
+        if held is not None:
+            if current is not None and self._fits(current, said):
+                current._pass(held)  # the change was not seen again: a passing moment of this segment
+                placed.append(Placed(held, current, False, None))
+            else:
+                current = self._begin(held)
+                placed.append(Placed(held, current, True, 0))
+        if current is None or self._expired(current, said):
+            placed.append(Placed(said, self._begin(said), True, 0))
+        elif self._fits(current, said):
+            placed.append(Placed(said, current, False, current._take(said)))
+        else:
+            self._held[camera_id] = said
+        return placed
 
-    def _same(self, segment: Segment, at: float, text: str, words: list[str], concepts: Mapping[str, float]) -> bool:
-        if at - segment.start >= self.max_duration_s or at < segment.start:
-            return False
-        for name, p in concepts.items():  # a concept appeared, or one that was there left
-            if name in segment.present and p < self.threshold - self.hysteresis:
-                return False
-            if name not in segment.present and p >= self.threshold + self.hysteresis:
-                return False
-        if text in segment.variants:
-            return True
-        if not objects_in(words) <= segment.objects:
-            return False  # a new object ends a segment
-        content = [w for w in words if w not in STOPWORDS]
-        if not content:
-            return True
-        new = sum(1 for w in content if w not in segment.words)
-        return new <= self.max_new_words * len(content)
+    def flush(self, before: float | None = None) -> list[Placed]:
+        """Held captions older than `before` (all without it) begin their segments: the camera went quiet, or we stop."""
+        placed = []
+        for camera_id, said in list(self._held.items()):
+            if before is None or said.at < before:
+                del self._held[camera_id]
+                placed.append(Placed(said, self._begin(said), True, 0))
+        return placed
+
+    def forget(self) -> int:
+        """Drop every open segment and held caption (after a failed write); returns how many captions were held."""
+        held = len(self._held)
+        self._open.clear()
+        self._held.clear()
+        return held
 
     def open_segment(self, camera_id: str) -> Segment | None:
         return self._open.get(camera_id)
 
-    def forget(self) -> None:
-        """Drop every open segment: the next caption of each camera begins a new one (after a failed write)."""
-        self._open.clear()
+    def _begin(self, said: Said) -> Segment:
+        segment = Segment(said.camera_id, said.at, said.at, said.frame_id, said.model,
+                          frozenset(n for n, p in said.concepts.items() if p >= self.threshold))
+        segment._take(said)
+        self._open[said.camera_id] = segment
+        return segment
+
+    def _expired(self, segment: Segment, said: Said) -> bool:
+        return said.at - segment.start >= self.max_duration_s or said.at < segment.start
+
+    def _fits(self, segment: Segment, said: Said) -> bool:
+        if self._expired(segment, said):
+            return False
+        for name, p in said.concepts.items():  # a concept appeared, or one that was there left
+            if name in segment.present and p < self.threshold - self.hysteresis:
+                return False
+            if name not in segment.present and p >= self.threshold + self.hysteresis:
+                return False
+        if said.text in segment.variants:
+            return True
+        if not objects_in(said.words) <= segment.objects:
+            return False  # a new object ends a segment
+        content = [w for w in said.words if w not in STOPWORDS]
+        if not content:
+            return True
+        new = sum(1 for w in content if w not in segment.words)
+        return new <= self.max_new_words * len(content)

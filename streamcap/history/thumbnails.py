@@ -20,8 +20,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-WIDTH = 400  # px: a result card on the page, and readable when opened larger
-QUALITY = 70
+WIDTH = 320  # px: a result card on the page (about 8 kB a picture at this size and quality)
+QUALITY = 65
 _NAME = re.compile(r"^[as][A-Za-z0-9_.:-]{1,200}\.jpg$")
 
 

@@ -41,6 +41,7 @@ BATCH_WINDOW_S = 0.2  # after the first message, gather for this long: fewer, la
 RETRY_S = 2.0  # while paused, a batch is tried for real this often
 PRUNE_EVERY_S = 60.0
 SIZES_EVERY_S = 10.0
+HOLD_S = 30.0  # a held caption (a change seen once) is written when its camera said nothing else for this long
 LOG_EVERY_S = 30.0
 STAGE = "history"
 
@@ -98,8 +99,8 @@ class HistoryRecorder:
                 batch = self._take()
                 stopping = bool(batch) and batch[-1] is _STOP
                 items = batch[:-1] if stopping else batch
-                if items:
-                    self._write(items)
+                if items or stopping:
+                    self._write(items, final=stopping)
                 self._housekeeping()
                 if stopping:
                     return
@@ -142,7 +143,7 @@ class HistoryRecorder:
                 break
         return batch
 
-    def _write(self, items: list) -> None:
+    def _write(self, items: list, final: bool = False) -> None:
         now = time.monotonic()
         if self._store is None:
             if now < self._next_try:
@@ -155,15 +156,19 @@ class HistoryRecorder:
         if self._paused_since is not None and now < self._next_try:
             self._unwritten_while_paused += len(items)
             self._drop(items, DropCause.disk_full)
+            if final:
+                self._drop([None] * self._segmenter.forget(), DropCause.disk_full)
             return
         store, conn = self._store, self._store.conn
         try:
             conn.execute("BEGIN")
-            began = record(store, self._segmenter, items)
+            began, written = record(store, self._segmenter, items, final=final)
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             db.rollback(conn)
-            self._segmenter.forget()
+            lost_held = self._segmenter.forget()  # held from earlier batches: not written either
+            if lost_held:
+                self.metrics.count_drop(STAGE, DropCause.disk_full if db.is_disk_full(exc) else DropCause.write_error, lost_held)
             try:
                 store.forget_cached_keys()
             except sqlite3.Error:
@@ -176,7 +181,7 @@ class HistoryRecorder:
                 self._drop(items, DropCause.write_error)
             return
         captions = sum(isinstance(i, Caption) for i in items)
-        self.metrics.history_written.labels("caption").inc(captions)
+        self.metrics.history_written.labels("caption").inc(written)
         self.metrics.history_written.labels("alarm").inc(len(items) - captions)
         if self._paused_since is not None:
             log.info("history: writing again after %.0f s; %d message(s) were not written meanwhile",
@@ -276,29 +281,37 @@ class HistoryRecorder:
             self.metrics.history_bytes.labels("thumbnails").set(self._thumbs.total if self._thumbs is not None else 0)
 
 
-def record(store: db.HistoryStore, segmenter: Segmenter, items, raw: bool = True) -> list:
+def record(store: db.HistoryStore, segmenter: Segmenter, items, raw: bool = True, final: bool = False) -> tuple[list, int]:
     """Write captions (each into its segment) and alarm messages, inside the caller's transaction.
 
-    Returns the segments that began here (they want a thumbnail). `raw=False` keeps segments only,
+    Returns the segments that began here (they want a thumbnail) and how many captions were written:
+    a caption the segmenter holds (a change seen once) is written with the camera's next caption, or
+    once HOLD_S of caption time passed without one, or when `final`. `raw=False` keeps segments only,
     as retention leaves days older than raw_days (benchmarks build long histories that way).
     """
-    began, touched, rows = [], {}, []
+    placed, latest = [], None
     for item in items:
         if isinstance(item, Caption):
-            placed = segmenter.add(item.camera_id, item.captured_at, item.text, item.concepts, item.frame_id, item.model)
-            segment = placed.segment
-            if placed.began:
-                segment.key = store.insert_segment(segment)
-                began.append(segment)
-            touched[id(segment)] = segment
-            if raw:
-                rows.append((segment.key, db.to_ms(item.captured_at), placed.variant,
-                             item.text if placed.variant is None else None, store.concept_bytes(item.concepts)))
+            placed += segmenter.add(item.camera_id, item.captured_at, item.text, item.concepts, item.frame_id, item.model)
+            latest = item.captured_at if latest is None else max(latest, item.captured_at)
         elif isinstance(item, Alarm):
             store.upsert_alarm(item)
+    if final or latest is not None:
+        placed += segmenter.flush(None if final else latest - HOLD_S)
+    began, touched, rows = [], {}, []
+    for p in placed:
+        segment = p.segment
+        if p.began:
+            segment.key = store.insert_segment(segment)
+            began.append(segment)
+        touched[id(segment)] = segment
+        if raw:
+            said = p.caption
+            rows.append((segment.key, db.to_ms(said.at), p.variant, said.text if p.variant is None else None,
+                         store.concept_bytes(said.concepts)))
     store.update_segments(touched.values())
     store.insert_captions(rows)
-    return began
+    return began, len(placed)
 
 
 def _file_bytes(folder: Path) -> int:

@@ -17,7 +17,8 @@ DAY = 86400.0
 def write(store: db.HistoryStore, captions, segmenter: Segmenter | None = None) -> None:
     """(camera, time, text, concepts) into the store in one transaction, as the writer does."""
     store.conn.execute("BEGIN")
-    record(store, segmenter or Segmenter(), [Caption(c, i, at, 0.0, text, "m", 0.0, p) for i, (c, at, text, p) in enumerate(captions)])
+    record(store, segmenter or Segmenter(), [Caption(c, i, at, 0.0, text, "m", 0.0, p) for i, (c, at, text, p) in enumerate(captions)],
+           final=True)
     store.conn.execute("COMMIT")
 
 
@@ -52,13 +53,13 @@ def test_retention_by_age_drops_single_captions_after_raw_days_and_segments_afte
 
 
 def test_retention_by_size_deletes_the_oldest_single_captions_first_then_the_oldest_segments(store):
-    # given 20 days of segments (a car comes and goes every minute) and the last hour with its single captions
+    # given 20 days of segments (a car comes and goes every two minutes) and the last hour with its single captions
     now = 100 * DAY
     for day in range(20, 0, -1):
         start = now - day * DAY
-        write(store, [("gate", start + s * 60, f"a car on the road {day} {s}", {"vehicle": s % 2}) for s in range(200)])
+        write(store, [("gate", start + s * 60, f"a car on the road {day} {s}", {"vehicle": s // 2 % 2}) for s in range(200)])
     write(store, [("gate", now - 3600 + s, f"a car on the road {s // 10}", {"vehicle": s // 10 % 2}) for s in range(3600)])
-    assert count(store, "segments") == 20 * 200 + 360
+    assert count(store, "segments") == 20 * 100 + 360
     starts_before = [r[0] for r in store.conn.execute("SELECT start_ms FROM segments ORDER BY start_ms")]
     limit = store.used_bytes() // 2
     # when retention runs with a bound of half of that (in bounded steps, as the writer calls it)

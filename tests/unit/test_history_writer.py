@@ -12,6 +12,7 @@ import pytest
 from streamcap.config.schema import HistoryConfig
 from streamcap.history.query import History
 from streamcap.history.store import DB_NAME
+from streamcap.history import thumbnails
 from streamcap.history.thumbnails import ThumbnailFolder
 from streamcap.history.writer import HistoryRecorder
 from streamcap.messages import Alarm, Caption, Frame, Severity
@@ -118,10 +119,10 @@ def test_a_thumbnail_for_each_segment_start_and_each_alarm(tmp_path):
     segments = history.summary("gate", since=BASE - 10, until=BASE + 1e5)["segments"]
     assert len(segments) == 3 and all(s["thumbnail"] == f"s{s['id']}.jpg" for s in segments)
     thumb = cv2.imread(str(history.thumbnail_path(segments[1]["thumbnail"])))
-    assert thumb.shape[1] == 400, "scaled down"
+    assert thumb.shape[1] == thumbnails.WIDTH, "scaled down"
     assert abs(int(thumb[5, 5, 0]) - 50) <= 3, "the frame where the second segment began"
     alarm = cv2.imread(str(history.thumbnail_path("asomeone-gate-1.jpg")))
-    assert alarm.shape[:2] == (225, 400)
+    assert alarm.shape[:2] == (round(thumbnails.WIDTH * 720 / 1280), thumbnails.WIDTH)
     assert sample(metrics, "streamcap_history_written_total", kind="thumbnail") == 4
 
 
