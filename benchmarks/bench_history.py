@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from streamcap.history import store as db  # noqa: E402
 from streamcap.history.query import History  # noqa: E402
 from streamcap.history.segments import Segmenter  # noqa: E402
-from streamcap.history.thumbnails import encode  # noqa: E402
+from streamcap.history.thumbnails import PictureSchedule, encode  # noqa: E402
 from streamcap.history.writer import HistoryRecorder, record  # noqa: E402
 from streamcap.messages import Caption, Frame  # noqa: E402
 from streamcap.metrics import Metrics  # noqa: E402
@@ -231,6 +231,7 @@ def camera_day(name: str, captions, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     conn = db.open_for_writing(folder)
     store, segmenter = db.HistoryStore(conn), Segmenter()
+    pictures = PictureSchedule(_history_config(folder).thumbnail_interval_s)  # the default: as a box takes them
     empty = table_bytes(conn)
     start = time.time() - DAY
     began = []
@@ -238,7 +239,7 @@ def camera_day(name: str, captions, folder: Path) -> dict:
         conn.execute("BEGIN")
         items = [Caption(name, t, start + t, 0.0, captions[t % len(captions)][0], "default", 0.0, captions[t % len(captions)][1])
                  for t in range(hour * 3600, (hour + 1) * 3600)]
-        began += record(store, segmenter, items, final=hour == 23)[0]
+        began += record(store, segmenter, items, final=hour == 23, pictures=pictures)[0]
         conn.execute("COMMIT")
     conn.execute("VACUUM")
     total = table_bytes(conn) - empty
@@ -246,12 +247,12 @@ def camera_day(name: str, captions, folder: Path) -> dict:
     segments_only = total - raw
     n_segments = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
     conn.close()
-    thumb_sizes = [len(encode(captions[s.frame_id % len(captions)][2])) for s in began[:200]]
+    thumb_sizes = [len(encode(captions[s.frame_id % len(captions)][2])) for s in began[:300]]
     baseline = one_row_per_caption(name, captions, folder / "rows.db", start)
     return {"clip": name, "kind": SIZE_CLIPS[name], "distinct_captions": len({c[0] for c in captions}), "clip_captions": len(captions),
             "segments": n_segments, "bytes_with_raw": total, "bytes_segments_only": segments_only,
             "bytes_one_row_per_caption": baseline, "ratio_rows_to_segments": baseline / max(segments_only, 1),
-            "thumbnail_bytes": n_segments * statistics.mean(thumb_sizes)}
+            "thumbnails": len(began), "thumbnail_bytes": len(began) * statistics.mean(thumb_sizes)}
 
 
 def one_row_per_caption(name: str, captions, path: Path, start: float) -> int:
@@ -395,7 +396,7 @@ def report(results: dict) -> None:
             print(f"| {r['clip']} | {r['kind']} | {r['distinct_captions']} of {r['clip_captions']} | {r['segments']} | "
                   f"{r['bytes_with_raw'] / 1e6:.2f} MB | {r['bytes_segments_only'] / 1e3:.1f} kB | "
                   f"{r['bytes_one_row_per_caption'] / 1e6:.2f} MB | {r['ratio_rows_to_segments']:.0f}x | "
-                  f"{r['thumbnail_bytes'] / 1e6:.2f} MB |")
+                  f"{r['thumbnails']:,}, {r['thumbnail_bytes'] / 1e6:.1f} MB |")
     if "query" in results:
         q = results["query"]
         print(f"\nQuery: synthetic history of {q['cameras']} cameras x {q['days']} days at 1 caption/s = {q['captions']:,} captions "

@@ -323,6 +323,8 @@ class HistoryConfig(StrictModel):
     max_size_mb: int = Field(default=2048, ge=16, le=10_000_000, description="Most megabytes the database may use; beyond it the "
                              "oldest single captions go first, then the oldest segments.")
     thumbnails: bool = Field(default=True, description="Save a small JPEG at the start of each segment and for each alarm.")
+    thumbnail_interval_s: float = Field(default=10.0, ge=0, le=3600, description="At most one thumbnail per camera this often; "
+                                        "a segment beginning sooner shows the camera's previous one.")
     thumbnail_max_mb: int = Field(default=1024, ge=1, le=10_000_000, description="Most megabytes of thumbnails; the oldest are deleted first.")
     segment_max_s: float = Field(default=3600.0, ge=60, le=86_400, description="A segment lasting longer is closed and a new one "
                                  "begins (a fresh thumbnail; single captions age out in steps of this).")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from streamcap.concepts import BY_NAME, Concept
 from streamcap.history.segments import words_of
-from streamcap.history.store import connect_readonly, probability_bound
+from streamcap.history.store import connect_readonly, probability_bound, variants_of
 from streamcap.history.thumbnails import is_thumbnail_name
 from streamcap.metrics import iso_time
 from streamcap.rules.schema import ConceptCondition, parse_concept_condition
@@ -177,9 +177,9 @@ class History:
             where.append(f"length(s.concepts) >= {position} AND substr(s.concepts, {position}, 1) {op} ?")
             args.append(bytes([min(255, max(0, bound))]) if 0 <= bound <= 255 else (b"\xff\xff" if bound > 255 else b""))
         for group in groups:  # "fire hydrant" is no fire: the group's own exceptions, checked on the sentences
-            where.append("names_concept(?, s.variants)")
+            where.append("names_concept(?, s.caption || char(10) || s.variants || char(10) || s.moments)")
             args.append(group.name)
-        columns = "s.id, s.camera, s.start_ms, s.end_ms, s.count, s.caption, s.concepts"
+        columns = "s.id, s.camera, s.start_ms, s.end_ms, s.count, s.caption, s.concepts, s.picture"
         if match:
             sql = (f"SELECT {columns} FROM segments_fts JOIN segments s ON s.id = segments_fts.rowid "
                    f"WHERE segments_fts MATCH ? {''.join(' AND ' + w for w in where)} ORDER BY segments_fts.rowid DESC LIMIT ?")
@@ -205,7 +205,7 @@ class History:
         names, cameras = _concept_names(conn), _camera_names(conn)
         since_ms, until_ms = int(since * 1000), int(until * 1000)
         rows = conn.execute(
-            "SELECT id, camera, start_ms, end_ms, count, caption, concepts FROM segments "
+            "SELECT id, camera, start_ms, end_ms, count, caption, concepts, picture FROM segments "
             "WHERE camera = ? AND start_ms >= ? AND start_ms <= ? AND end_ms >= ? ORDER BY start_ms LIMIT ?",
             (key, since_ms - MAX_SEGMENT_MS, until_ms, since_ms, SUMMARY_MAX_SEGMENTS + 1)).fetchall()
         alarms = conn.execute(
@@ -229,14 +229,14 @@ class History:
         return self._run(lambda conn: self._segment(conn, segment_id))
 
     def _segment(self, conn, segment_id: int) -> dict | None:
-        row = conn.execute("SELECT id, camera, start_ms, end_ms, count, caption, concepts, variants FROM segments WHERE id = ?",
-                           (segment_id,)).fetchone()
+        row = conn.execute("SELECT id, camera, start_ms, end_ms, count, caption, concepts, picture, variants, moments "
+                           "FROM segments WHERE id = ?", (segment_id,)).fetchone()
         if row is None:
             return None
         names = _concept_names(conn)
-        doc = self._segment_doc(row[:7], _camera_names(conn), names)
-        variants = row[7].split("\n")
-        doc["variants"] = variants
+        doc = self._segment_doc(row[:8], _camera_names(conn), names)
+        variants = variants_of(row[8], row[5])
+        doc["variants"], doc["passing"] = variants, [m for m in row[9].split("\n") if m]
         captions = conn.execute("SELECT t_ms, variant, text, concepts FROM captions WHERE segment = ? ORDER BY t_ms LIMIT ?",
                                 (segment_id, DETAIL_MAX_CAPTIONS)).fetchall()
         doc["captions"] = [{"time": _iso(t), "caption": variants[v] if v is not None and v < len(variants) else (text or ""),
@@ -248,10 +248,10 @@ class History:
 
     # --- helpers -------------------------------------------------------------------------------
     def _segment_doc(self, row, cameras: dict[int, str], names: dict[int, str]) -> dict:
-        segment_id, camera, start_ms, end_ms, count, caption, blob = row
+        segment_id, camera, start_ms, end_ms, count, caption, blob, picture = row
         return {"id": segment_id, "camera": cameras.get(camera, "?"), "start": _iso(start_ms), "end": _iso(end_ms),
                 "count": count, "caption": caption, "concepts": _decode(blob, names),
-                "thumbnail": self._thumbnail(f"s{segment_id}.jpg")}
+                "thumbnail": self._thumbnail(f"s{picture if picture is not None else segment_id}.jpg")}
 
     def _thumbnail(self, name: str) -> str | None:
         return name if (self.folder / "thumbnails" / name).is_file() else None

@@ -95,6 +95,8 @@ class Segment:
     said: list[int] = field(default_factory=list)  # how often each variant was said
     words: dict[str, None] = field(default_factory=dict)  # distinct words of the captions that fit, first seen first
     passing: dict[str, None] = field(default_factory=dict)  # words only passing moments said: searchable, not compared
+    moments: list[str] = field(default_factory=list)  # what the passing moments said (bounded), for search and display
+    picture: int | None = None  # the store's id of the segment whose thumbnail stands for this one; None: its own
     objects: set[str] = field(default_factory=set)
     concepts_max: dict[str, float] = field(default_factory=dict)
     key: int | None = None  # the store's id once written
@@ -136,6 +138,8 @@ class Segment:
 
     def _pass(self, said: Said) -> None:
         self._count(said)
+        if said.text not in self.moments and len(self.moments) < MAX_VARIANTS:
+            self.moments.append(said.text)
         for word in said.words:
             if len(self.passing) >= MAX_WORDS:
                 break

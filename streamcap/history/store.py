@@ -1,7 +1,8 @@
 """The history database: one SQLite file in WAL mode, its schema, retention, and what to do when it is damaged.
 
     segments   one row per run of captions that say the same thing (segments.py): camera, start, end,
-               count, best caption, the distinct captions, every word said, highest concept probabilities
+               count, best caption, the distinct captions and passing moments, every word said, highest
+               concept probabilities, whose thumbnail stands for it
     segments_fts  FTS5 index over each segment's words (porter stemming: "vans" finds "van")
     captions   every single caption for `raw_days`: (segment, time) -> which variant, its probabilities
     alarms     one row per alarm: rule, title, severity, start, end, caption
@@ -51,9 +52,11 @@ CREATE TABLE segments(
     count INTEGER NOT NULL,
     caption TEXT NOT NULL,
     variants TEXT NOT NULL,
+    moments TEXT NOT NULL,
     words TEXT NOT NULL,
     concepts BLOB NOT NULL,
-    model TEXT NOT NULL
+    model TEXT NOT NULL,
+    picture INTEGER
 );
 CREATE INDEX segments_by_camera ON segments(camera, start_ms);
 CREATE INDEX segments_by_start ON segments(start_ms);
@@ -232,18 +235,19 @@ class HistoryStore:
     # --- writing -------------------------------------------------------------------------------
     def insert_segment(self, segment) -> int:
         return self.conn.execute(
-            "INSERT INTO segments(camera, start_ms, end_ms, count, caption, variants, words, concepts, model) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO segments(camera, start_ms, end_ms, count, caption, variants, moments, words, concepts, model, picture) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (self.camera_key(segment.camera_id), to_ms(segment.start), to_ms(segment.end), segment.count, segment.caption,
-             "\n".join(segment.variants), segment.indexed_words, self.concept_bytes(segment.concepts_max), segment.model),
+             _variants(segment), "\n".join(segment.moments), segment.indexed_words, self.concept_bytes(segment.concepts_max),
+             segment.model, segment.picture),
         ).lastrowid
 
     def update_segments(self, segments) -> None:
         # `words` is rewritten only when it changed, so the FTS index is touched only then (see the trigger).
         self.conn.executemany(
-            "UPDATE segments SET end_ms = ?, count = ?, caption = ?, variants = ?, concepts = ?, "
+            "UPDATE segments SET end_ms = ?, count = ?, caption = ?, variants = ?, moments = ?, concepts = ?, "
             "words = CASE WHEN words = ? THEN words ELSE ? END WHERE id = ?",
-            [(to_ms(s.end), s.count, s.caption, "\n".join(s.variants), self.concept_bytes(s.concepts_max),
+            [(to_ms(s.end), s.count, s.caption, _variants(s), "\n".join(s.moments), self.concept_bytes(s.concepts_max),
               s.indexed_words, s.indexed_words, s.key) for s in segments])
 
     def insert_captions(self, rows: list[tuple[int, int, int | None, str | None, bytes]]) -> None:
@@ -356,6 +360,15 @@ class HistoryStore:
 
     def _run(self, sql: str, *args) -> int:
         return self.conn.execute(sql, args).rowcount
+
+
+def _variants(segment) -> str:
+    """The distinct captions, newline-separated; '' when the only one is the caption itself (most segments)."""
+    return "" if segment.variants == [segment.caption] else "\n".join(segment.variants)
+
+
+def variants_of(stored: str, caption: str) -> list[str]:
+    return stored.split("\n") if stored else [caption]
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -1,5 +1,10 @@
 """Thumbnails: a small JPEG per segment start and per alarm, in one folder bounded in bytes.
 
+A busy camera can begin a segment every few seconds; `PictureSchedule` takes
+at most one picture per camera every `interval_s`, and a segment that begins
+sooner shows the camera's previous picture (so the folder holds hours, not
+minutes, of a busy box).
+
 Files are named by what they show (`s<segment id>.jpg`, `a<alarm id>.jpg`),
 written whole (temporary file, then rename) so a reader never sees half an
 image, and deleted oldest first when the folder passes `max_bytes` or a file
@@ -56,6 +61,27 @@ def from_jpeg(data: bytes, width: int = WIDTH) -> bytes | None:
     """A full-size JPEG (an alarm snapshot) as a thumbnail."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return encode(image, width) if image is not None else None
+
+
+class PictureSchedule:
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, tuple[int, float]] = {}  # camera -> (segment id, start) of its last picture
+
+    def assign(self, segment) -> bool:
+        """True when `segment` gets its own picture; otherwise it shows the camera's last one (segment.picture)."""
+        last = self._last.get(segment.camera_id)
+        if last is not None and 0 <= segment.start - last[1] < self.interval_s:
+            segment.picture = last[0]
+            return False
+        segment.picture = None
+        return True
+
+    def took(self, segment) -> None:
+        self._last[segment.camera_id] = (segment.key, segment.start)
+
+    def forget(self) -> None:
+        self._last.clear()
 
 
 class ThumbnailFolder:

@@ -55,6 +55,7 @@ class HistoryRecorder:
         self._queue = BoundedQueue("history", config.max_pending, Overflow.drop_newest, on_drop=self._refused)
         self._thread = threading.Thread(target=self._run, name="history", daemon=True)
         self._segmenter = Segmenter(config.concept_threshold, config.max_new_words, config.segment_max_s)
+        self._pictures = thumbnails.PictureSchedule(config.thumbnail_interval_s) if config.thumbnails else None
         self._store: db.HistoryStore | None = None
         self._thumbs: thumbnails.ThumbnailFolder | None = None
         self._paused_since: float | None = None
@@ -162,11 +163,13 @@ class HistoryRecorder:
         store, conn = self._store, self._store.conn
         try:
             conn.execute("BEGIN")
-            began, written = record(store, self._segmenter, items, final=final)
+            began, written = record(store, self._segmenter, items, final=final, pictures=self._pictures)
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             db.rollback(conn)
             lost_held = self._segmenter.forget()  # held from earlier batches: not written either
+            if self._pictures is not None:
+                self._pictures.forget()
             if lost_held:
                 self.metrics.count_drop(STAGE, DropCause.disk_full if db.is_disk_full(exc) else DropCause.write_error, lost_held)
             try:
@@ -281,10 +284,12 @@ class HistoryRecorder:
             self.metrics.history_bytes.labels("thumbnails").set(self._thumbs.total if self._thumbs is not None else 0)
 
 
-def record(store: db.HistoryStore, segmenter: Segmenter, items, raw: bool = True, final: bool = False) -> tuple[list, int]:
+def record(store: db.HistoryStore, segmenter: Segmenter, items, raw: bool = True, final: bool = False,
+           pictures: thumbnails.PictureSchedule | None = None) -> tuple[list, int]:
     """Write captions (each into its segment) and alarm messages, inside the caller's transaction.
 
-    Returns the segments that began here (they want a thumbnail) and how many captions were written:
+    Returns the segments that began here and want their own thumbnail (every one without `pictures`),
+    and how many captions were written:
     a caption the segmenter holds (a change seen once) is written with the camera's next caption, or
     once HOLD_S of caption time passed without one, or when `final`. `raw=False` keeps segments only,
     as retention leaves days older than raw_days (benchmarks build long histories that way).
@@ -302,8 +307,12 @@ def record(store: db.HistoryStore, segmenter: Segmenter, items, raw: bool = True
     for p in placed:
         segment = p.segment
         if p.began:
+            own = pictures.assign(segment) if pictures is not None else True
             segment.key = store.insert_segment(segment)
-            began.append(segment)
+            if own:
+                began.append(segment)
+                if pictures is not None:
+                    pictures.took(segment)
         touched[id(segment)] = segment
         if raw:
             said = p.caption

@@ -151,3 +151,19 @@ def test_the_thumbnail_folder_is_bounded_and_deletes_the_oldest_first(tmp_path):
     assert again.total == 3000
     with pytest.raises(ValueError):
         again.save("../escape.jpg", b"x")
+
+
+def test_a_busy_camera_gets_at_most_one_thumbnail_per_interval_and_later_segments_show_it(tmp_path):
+    # given segments beginning every 10 s and one picture per camera every 25 s
+    snapshots = SnapshotStore(per_camera=100)
+    recorder = HistoryRecorder(HistoryConfig(path=tmp_path, thumbnail_interval_s=25), Metrics(), snapshots)
+    recorder.start()
+    for i in range(60):
+        snapshots.put(frame("gate", i, 40 + i))
+        recorder.publish_caption(caption(i))
+    recorder.close(timeout_s=30)
+    # then segments 0 s, 30 s have their own picture; 10 s, 20 s show the one of 0 s; 40 s, 50 s the one of 30 s
+    segments = History(tmp_path).summary("gate", since=BASE - 10, until=BASE + 1e5)["segments"]
+    assert [s["thumbnail"] for s in segments] == [f"s{segments[i]['id']}.jpg" for i in (0, 0, 0, 3, 3, 3)]
+    assert sorted(p.name for p in (tmp_path / "thumbnails").iterdir()) == sorted(
+        f"s{segments[i]['id']}.jpg" for i in (0, 3))
