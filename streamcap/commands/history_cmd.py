@@ -102,8 +102,9 @@ def run_summary(args) -> int:
         print(json.dumps(doc, ensure_ascii=False, indent=1))
         return 0
     segments, alarms = doc["segments"], doc["alarms"]
+    shown = f" (the {len(segments)} longest shown)" if len(segments) < doc["segments_total"] else ""
     print(f"{args.camera} from {_local(since, zone):%Y-%m-%d %H:%M} to {_local(until, zone):%Y-%m-%d %H:%M} ({zone.key}): "
-          f"{len(segments)}{'+' if doc['truncated'] else ''} segments, {len(alarms)} alarms")
+          f"{doc['segments_total']} segments{shown}, {len(alarms)} alarms")
     day = None
     for s in segments:
         start = _parse(s["start"], zone)

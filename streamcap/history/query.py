@@ -2,7 +2,8 @@
 
     search   segments whose words match, newest first: "white van", "vehicle" (any word of the
              group: car, bus, truck...), with camera, time window and concept filters
-    summary  one camera's timeline over a window: its segments in order, its alarms, alarms per rule
+    summary  one camera's timeline over a window: its segments in order (the longest SUMMARY_MAX_SEGMENTS when
+             there are more), its alarms, alarms per rule
     segment  one segment with its distinct captions and, within raw_days, every caption
 
 Every input a person types is checked here and refused with one line
@@ -13,10 +14,12 @@ Queries open their own read-only connection, so they run beside the writer.
 """
 from __future__ import annotations
 
+import functools
+import os
 import re
 import sqlite3
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from streamcap.concepts import BY_NAME, Concept
@@ -30,7 +33,7 @@ MAX_QUERY_CHARS = 500
 MAX_TERMS = 16
 MAX_CONCEPT_FILTERS = 8
 MAX_LIMIT = 500
-SUMMARY_MAX_SEGMENTS = 5000
+SUMMARY_MAX_SEGMENTS = 2000  # a busier window shows its longest segments (a busy camera-day can hold 40,000)
 DETAIL_MAX_CAPTIONS = 1000
 QUERY_TIMEOUT_S = 5.0
 MAX_SEGMENT_MS = 86_400_000  # history.segment_max_s's upper bound: no segment began earlier than a day before it ended
@@ -112,6 +115,7 @@ class History:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self._thumbnails = str(self.folder / "thumbnails") + os.sep
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -204,10 +208,15 @@ class History:
         key = _camera_key(conn, camera)
         names, cameras = _concept_names(conn), _camera_names(conn)
         since_ms, until_ms = int(since * 1000), int(until * 1000)
-        rows = conn.execute(
-            "SELECT id, camera, start_ms, end_ms, count, caption, concepts, picture FROM segments "
-            "WHERE camera = ? AND start_ms >= ? AND start_ms <= ? AND end_ms >= ? ORDER BY start_ms LIMIT ?",
-            (key, since_ms - MAX_SEGMENT_MS, until_ms, since_ms, SUMMARY_MAX_SEGMENTS + 1)).fetchall()
+        window = "FROM segments WHERE camera = ? AND start_ms >= ? AND start_ms <= ? AND end_ms >= ?"
+        bounds = (key, since_ms - MAX_SEGMENT_MS, until_ms, since_ms)
+        columns = "id, camera, start_ms, end_ms, count, caption, concepts, picture"
+        total = conn.execute(f"SELECT count(*) {window}", bounds).fetchone()[0]
+        if total <= SUMMARY_MAX_SEGMENTS:
+            rows = conn.execute(f"SELECT {columns} {window} ORDER BY start_ms", bounds).fetchall()
+        else:  # the stretches that lasted, in time order; the flicker between them is left out
+            rows = sorted(conn.execute(f"SELECT {columns} {window} ORDER BY count DESC, start_ms LIMIT ?",
+                                       (*bounds, SUMMARY_MAX_SEGMENTS)).fetchall(), key=lambda r: r[2])
         alarms = conn.execute(
             "SELECT id, rule, title, severity, start_ms, end_ms, caption FROM alarms "
             "WHERE camera = ? AND start_ms <= ? AND coalesce(end_ms, start_ms) >= ? ORDER BY start_ms",
@@ -217,8 +226,8 @@ class History:
             per_rule[alarm[1]] = per_rule.get(alarm[1], 0) + 1
         return {
             "camera": camera, "since": iso_time(since), "until": iso_time(until),
-            "segments": [self._segment_doc(r, cameras, names) for r in rows[:SUMMARY_MAX_SEGMENTS]],
-            "truncated": len(rows) > SUMMARY_MAX_SEGMENTS,
+            "segments": [self._segment_doc(r, cameras, names) for r in rows],
+            "segments_total": total,  # more than len(segments): only the longest are listed
             "alarms": [{"id": a[0], "camera": camera, "rule": a[1], "title": a[2], "severity": a[3], "start": _iso(a[4]),
                         "end": _iso(a[5]), "caption": a[6], "thumbnail": self._thumbnail(f"a{a[0]}.jpg")} for a in alarms],
             "alarms_per_rule": per_rule,
@@ -254,7 +263,7 @@ class History:
                 "thumbnail": self._thumbnail(f"s{picture if picture is not None else segment_id}.jpg")}
 
     def _thumbnail(self, name: str) -> str | None:
-        return name if (self.folder / "thumbnails" / name).is_file() else None
+        return name if os.path.isfile(self._thumbnails + name) else None  # a string join: summaries check thousands
 
     def thumbnail_path(self, name: str) -> Path | None:
         path = self.folder / "thumbnails" / name
@@ -262,7 +271,16 @@ class History:
 
 
 def _iso(ms: int | None) -> str | None:
-    return None if ms is None else iso_time(ms / 1000)
+    """As metrics.iso_time (local zone, milliseconds), the zone looked up once a quarter hour: summaries format thousands."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, _local_zone(ms // 900_000)).isoformat(timespec="milliseconds")
+
+
+@functools.lru_cache(maxsize=8192)
+def _local_zone(quarter: int) -> timezone:
+    """The local UTC offset during that quarter hour since 1970 (zones change offset on a quarter hour at the finest)."""
+    return timezone(datetime.fromtimestamp(quarter * 900 + 450).astimezone().utcoffset())
 
 
 def _decode(blob: bytes, names: dict[int, str]) -> dict[str, float]:

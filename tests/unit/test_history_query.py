@@ -158,3 +158,45 @@ def test_since_refuses_what_it_cannot_read(text):
 def test_no_history_yet_is_said_in_one_line(tmp_path):
     with pytest.raises(QueryError, match="no history at .* yet"):
         History(tmp_path / "none").search("van")
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "Australia/Lord_Howe", "Asia/Kathmandu"])
+def test_times_are_the_local_iso_times_across_daylight_saving_changes(zone, monkeypatch):
+    from streamcap.history import query
+    from streamcap.metrics import iso_time
+
+    # given a local zone with summer time (Lord Howe moves by half an hour)
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    query._local_zone.cache_clear()
+    try:
+        # when times around two years of changes are formatted, then they match metrics.iso_time to the millisecond
+        for ms in range(1_700_000_000_000, 1_763_000_000_000, 599_987):
+            assert query._iso(ms) == iso_time(ms / 1000), ms
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+        query._local_zone.cache_clear()
+
+
+def test_a_summary_of_a_busy_window_lists_its_longest_segments_in_time_order(tmp_path, monkeypatch):
+    from streamcap.history import query
+
+    # given a camera with 30 segments: every third lasts 5 captions, the rest 1
+    recorder = HistoryRecorder(HistoryConfig(path=tmp_path, thumbnails=False), Metrics())
+    recorder.start()
+    at, frame = NOW - 3600, 0
+    for n in range(30):
+        concepts = {"person": 0.9 if n % 2 else 0.05}
+        for _ in range(5 if n % 3 == 0 else 1):
+            recorder.publish_caption(Caption("gate", frame, at, 0.0, f"scene {n} at the gate", "m", 0.0, concepts))
+            at, frame = at + 1, frame + 1
+        recorder.publish_caption(Caption("gate", frame, at, 0.0, f"scene {n} at the gate", "m", 0.0, concepts))
+        at, frame = at + 1, frame + 1
+    recorder.close(timeout_s=30)
+    # when the summary may list only 10
+    monkeypatch.setattr(query, "SUMMARY_MAX_SEGMENTS", 10)
+    doc = History(tmp_path).summary("gate", since=NOW - 7200)
+    # then it lists the 10 that lasted, in time order, and says how many there were
+    assert doc["segments_total"] == 30
+    assert [s["caption"] for s in doc["segments"]] == [f"scene {n} at the gate" for n in range(0, 30, 3)]
