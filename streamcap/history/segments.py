@@ -29,6 +29,7 @@ Pure logic: no clock, no disk; the writer stores what this decides.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,9 +46,10 @@ STOPWORDS = frozenset(
     "into onto near next while his her their as has have".split())
 
 
-def words_of(text: str) -> list[str]:
-    """The words of a caption, lower case, in order."""
-    return _WORD.findall(text.lower())
+@functools.lru_cache(maxsize=4096)
+def words_of(text: str) -> tuple[str, ...]:
+    """The words of a caption, lower case, in order (cached: a camera says the same few sentences over and over)."""
+    return tuple(_WORD.findall(text.lower()))
 
 
 def _concept_of_words() -> dict[str, str]:
@@ -174,7 +176,7 @@ class Segmenter:
     def add(self, camera_id: str, at: float, text: str, concepts: Mapping[str, float], frame_id: int = 0,
             model: str = "") -> list[Placed]:
         """Place a caption; returns what was placed now: nothing (held), it, or a held caption and it."""
-        said = Said(camera_id, at, text, dict(concepts), frame_id, model, tuple(words_of(text)))
+        said = Said(camera_id, at, text, dict(concepts), frame_id, model, words_of(text))
         current = self._open.get(camera_id)
         held = self._held.pop(camera_id, None)
         placed: list[Placed] = []

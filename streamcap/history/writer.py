@@ -157,8 +157,9 @@ class HistoryRecorder:
         if self._paused_since is not None and now < self._next_try:
             self._unwritten_while_paused += len(items)
             self._drop(items, DropCause.disk_full)
-            if final:
-                self._drop([None] * self._segmenter.forget(), DropCause.disk_full)
+            held = self._segmenter.forget() if final else 0  # stopping: the captions it held go unwritten too
+            if held:
+                self.metrics.count_drop(STAGE, DropCause.disk_full, held)
             return
         store, conn = self._store, self._store.conn
         try:
