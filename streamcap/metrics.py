@@ -31,8 +31,9 @@ in by `observe_status`, which dispatches on the event's type.
 
 `Metrics` also keeps the little state `/healthz` reports (camera states, last
 frame time, publisher states, slow rules); `health()` turns it into the JSON
-document: `ok`, `degraded` (a camera or the broker is away, or rules are
-slow) or `failed` (a publisher cannot work at all: alarms are not leaving).
+document: `ok`, `degraded` (a camera or the broker is away, rules are slow,
+or the history is not being written: a full disk) or `failed` (a publisher
+cannot work at all: alarms are not leaving).
 """
 from __future__ import annotations
 

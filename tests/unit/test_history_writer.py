@@ -167,3 +167,13 @@ def test_a_busy_camera_gets_at_most_one_thumbnail_per_interval_and_later_segment
     assert [s["thumbnail"] for s in segments] == [f"s{segments[i]['id']}.jpg" for i in (0, 0, 0, 3, 3, 3)]
     assert sorted(p.name for p in (tmp_path / "thumbnails").iterdir()) == sorted(
         f"s{segments[i]['id']}.jpg" for i in (0, 3))
+
+
+@pytest.mark.parametrize("state, status", [("writing", "ok"), ("starting", "ok"), ("paused", "degraded"),
+                                           ("failed", "degraded")])
+def test_health_says_when_the_history_is_not_being_written(state, status):
+    metrics = Metrics()
+    metrics.set_history_state(state, "the disk is full at /x" if state == "paused" else "")
+    health = metrics.health()
+    assert health["status"] == status and health["history"]["state"] == state
+    assert metrics.registry.get_sample_value("streamcap_history_state", {"streamcap_history_state": state}) == 1
