@@ -96,6 +96,12 @@ class Injector(threading.Thread):
             time.sleep(0.02)
 
 
+def history_drops(metrics: Metrics) -> float:
+    """Captions the history did not write, whatever the cause (thumbnails not counted)."""
+    return sum(s.value for m in metrics.drops.collect() for s in m.samples
+               if s.name.endswith("_total") and s.labels["stage"] == "history")
+
+
 def run_pipeline(captioner, history_on: bool, seconds: float, burn_in: float, tmp: Path, inject_rate: float, frames) -> dict:
     from streamcap.app import build
     from streamcap.config.schema import StreamcapConfig
@@ -119,15 +125,14 @@ def run_pipeline(captioner, history_on: bool, seconds: float, burn_in: float, tm
             injector.start()
         time.sleep(burn_in)
         start_wall, written0 = time.time(), sample(metrics, "streamcap_history_written_total", kind="caption")
-        dropped0 = sample(metrics, "streamcap_drops_total", stage="history", cause="backlog", camera="")
+        dropped0 = history_drops(metrics)
         depth = []
         for _ in range(int(seconds * 4)):
             time.sleep(0.25)
             if recorder is not None:
                 depth.append(len(recorder._queue))
         end_wall, written1 = time.time(), sample(metrics, "streamcap_history_written_total", kind="caption")
-        dropped = sum(s.value for m in metrics.drops.collect() for s in m.samples
-                      if s.name.endswith("_total") and s.labels["stage"] == "history") - dropped0
+        dropped = history_drops(metrics) - dropped0
     finally:
         if injector:
             injector.stop.set()

@@ -53,7 +53,7 @@ class App:
 def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pending_captions: int = 256) -> App:
     if config.mqtt is not None:
         preflight(config.mqtt)  # first and fast: a box that cannot deliver alarms must not start looking healthy
-    history = config.history if config.history.enabled else None
+    history, history_off = (config.history, "") if config.history.enabled else (None, "history.enabled is false")
     if history is not None:
         try:
             history_preflight(history.path)
@@ -62,8 +62,10 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
                 raise  # a folder the config names must work
             # The default folder (beside the config file) may be read-only: the box runs, without a history.
             log.warning("%s; running without a history", exc)
-            history = None
+            history, history_off = None, str(exc)
     metrics = Metrics()
+    if history is None:
+        metrics.set_history_state("off", history_off)
     # Status events are small and rate-limited at their source; the bound only guards against a stuck dispatch thread.
     status_events = BoundedQueue("status", 10_000, Overflow.drop_oldest,
                                  on_drop=lambda event: metrics.count_drop("status", DropCause.backlog))
