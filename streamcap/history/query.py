@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from streamcap.concepts import BY_NAME, Concept
+from streamcap.concepts import BY_NAME, GROUP_NAMES, Concept
 from streamcap.history.segments import words_of
 from streamcap.history.store import connect_readonly, probability_bound, variants_of
 from streamcap.history.thumbnails import is_thumbnail_name
@@ -175,10 +175,14 @@ class History:
         for condition in concepts:
             position = {n: p for p, n in names.items()}.get(condition.concept)
             if position is None:
-                known = ", ".join(sorted(names.values())) or "none yet"
-                raise QueryError(f"no caption in the history has a {condition.concept!r} probability (concepts: {known})")
+                if condition.concept not in BY_NAME:
+                    raise QueryError(f"no concept {condition.concept!r}: use a group ({', '.join(GROUP_NAMES)}) or one of "
+                                     f"their {len(BY_NAME) - len(GROUP_NAMES)} categories in streamcap/concepts.py (car, dog...)")
+                position = 1_000_000  # a concept no caption ever had at 0.1: past every row's bytes, it reads as 0
             op, bound = probability_bound(condition.op, condition.threshold)
-            where.append(f"length(s.concepts) >= {position} AND substr(s.concepts, {position}, 1) {op} ?")
+            # A concept missing from a row's bytes was below 0.1 (not kept) and reads as 0; a row with no bytes
+            # at all came from a model without a concept head and matches no concept condition.
+            where.append(f"length(s.concepts) > 0 AND substr(s.concepts, {position}, 1) {op} ?")
             args.append(bytes([min(255, max(0, bound))]) if 0 <= bound <= 255 else (b"\xff\xff" if bound > 255 else b""))
         for group in groups:  # "fire hydrant" is no fire: the group's own exceptions, checked on the sentences
             where.append("names_concept(?, s.caption || char(10) || s.variants || char(10) || s.moments)")

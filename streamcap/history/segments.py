@@ -9,9 +9,10 @@ thing:
 - the same concepts: no concept of the head crossed `threshold` since the
   segment began (with `hysteresis`, so a probability hovering at the threshold
   does not split it every second);
-- no new object: it names no concept group (person, vehicle, animal, fire,
-  from streamcap.concepts) the segment has not named; "children" after
-  "people" is the same object, "a man" after "an empty street" is a new one;
+- no new object: it names no concept the segment has not named, counting a
+  group's categories as the group (streamcap.concepts: "children" after
+  "people" and "a truck" after "a van" are the same object, "a man" after
+  "an empty street" or "a bench" after "a path" a new one);
 - the same words up to small variation: at most `max_new_words` of its content
   words (not counting a, the, on, ...) are new to the segment.
 
@@ -53,7 +54,7 @@ def words_of(text: str) -> tuple[str, ...]:
 
 
 def _concept_of_words() -> dict[str, str]:
-    """Every word of every concept group (and its simple plural) -> the group's name."""
+    """Every word of every concept (and its simple plural) -> the concept it names; a category's words name its group."""
     forms: dict[str, str] = {}
     for concept in CONCEPTS:
         for word in concept.words:
@@ -64,6 +65,9 @@ def _concept_of_words() -> dict[str, str]:
 
 
 OBJECT_WORDS = _concept_of_words()
+# A category of a group (car of vehicle) moves its group's probability too: segments compare the groups
+# and the categories that belong to none (bench, water, train), as they compare objects.
+_GROUPED = frozenset(c.name for c in CONCEPTS if getattr(c, "group", ""))
 
 
 def objects_in(words) -> set[str]:
@@ -228,6 +232,8 @@ class Segmenter:
         if self._expired(segment, said):
             return False
         for name, p in said.concepts.items():  # a concept appeared, or one that was there left
+            if name in _GROUPED:
+                continue
             if name in segment.present and p < self.threshold - self.hysteresis:
                 return False
             if name not in segment.present and p >= self.threshold + self.hysteresis:

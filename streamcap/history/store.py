@@ -10,7 +10,8 @@
 
 Concept probabilities are one byte each (p * 255, rounded) at the concept's
 position in `concept_names`, so a filter like "vehicle >= 0.7" is a byte
-comparison inside SQLite, and a caption's four probabilities cost four bytes.
+comparison inside SQLite. Only what a payload shows is kept (every group, the
+categories at or above 0.1); a category left out reads as 0.
 
 Only the writer thread writes (one connection); queries open their own
 read-only connections, which WAL lets run beside the writer. Retention runs on
@@ -31,6 +32,8 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from streamcap.concepts import reported
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +216,12 @@ class HistoryStore:
         return key
 
     def concept_bytes(self, concepts: Mapping[str, float]) -> bytes:
+        """What a payload shows (groups, and categories at or above 0.1), one byte each at the concept's position.
+
+        A category left out reads as 0; names get positions in the order they first matter, so a box
+        whose cameras only ever see a few categories keeps short rows.
+        """
+        concepts = reported(dict(concepts))
         if not concepts:
             return b""
         positions = []
