@@ -130,6 +130,7 @@ def test_the_pages_search_shows_thumbnails_and_a_click_shows_the_segments_captio
         wait(lambda: cards[0].find_element("css selector", "img").get_attribute("naturalWidth") not in (None, "0"), 30,
              "the thumbnail")
         assert "for “vehicle”" in browser.find_element("id", "history-title").text
+        browser.save_screenshot(str(tmp_path / "history-results.png"))
         # when a result is clicked, then the snapshot and the segment's captions show
         cards[0].click()
         dialog = wait(lambda: (d := browser.find_element("id", "segment")).is_displayed() and d, 10, "the segment")
