@@ -104,7 +104,7 @@ def run_summary(args) -> int:
     segments, alarms = doc["segments"], doc["alarms"]
     shown = f" (the {len(segments)} longest shown)" if len(segments) < doc["segments_total"] else ""
     print(f"{args.camera} from {_local(since, zone):%Y-%m-%d %H:%M} to {_local(until, zone):%Y-%m-%d %H:%M} ({zone.key}): "
-          f"{doc['segments_total']} segments{shown}, {len(alarms)} alarms")
+          f"{_count(doc['segments_total'], 'segment')}{shown}, {_count(len(alarms), 'alarm')}")
     day = None
     for s in segments:
         start = _parse(s["start"], zone)
@@ -121,6 +121,10 @@ def run_summary(args) -> int:
     return 0
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _local(ts: float, zone) -> datetime:
     return datetime.fromtimestamp(ts, zone)
 
@@ -131,8 +135,10 @@ def _parse(iso: str, zone) -> datetime:
 
 def _span(doc: dict, zone, with_date: bool) -> str:
     start, end = _parse(doc["start"], zone), _parse(doc["end"], zone)
+    first = f"{start:%Y-%m-%d %H:%M:%S}" if with_date else f"{start:%H:%M:%S}"
+    if doc["count"] == 1:
+        return f"{first} (1 caption)"
     seconds = (end - start).total_seconds()
     length = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
-    first = f"{start:%Y-%m-%d %H:%M:%S}" if with_date else f"{start:%H:%M:%S}"
     last = f"{end:%H:%M:%S}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M:%S}"
     return f"{first} to {last} ({length}, {doc['count']} captions)"

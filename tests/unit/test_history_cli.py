@@ -65,7 +65,7 @@ def test_search_by_group_and_concept_as_json(box, capsys):
 def test_summary_is_the_timeline_with_alarms_per_rule(box, capsys):
     code, out, err = run(capsys, "summary", "-c", str(box), "--camera", "gate", "--since", "24h")
     assert code == 0, err
-    assert "(Europe/Paris): 2 segments, 1 alarms" in out.splitlines()[0]
+    assert "(Europe/Paris): 2 segments, 1 alarm" in out.splitlines()[0]
     assert out.index("a white van parked") < out.index("a man walking past the gate")
     assert "Person at the gate (alert)" in out and "alarms per rule: person_at_gate 1" in out
     code, out, err = run(capsys, "summary", "-c", str(box), "--camera", "gate", "--since", "4h", "--json")
