@@ -130,10 +130,7 @@ class History:
         return conn
 
     def _run(self, call):
-        try:
-            conn = self._connect()
-        except QueryError:
-            raise
+        conn = self._connect()
         try:
             return call(conn)
         except sqlite3.OperationalError as exc:
@@ -179,11 +176,17 @@ class History:
                     raise QueryError(f"no concept {condition.concept!r}: use a group ({', '.join(GROUP_NAMES)}) or one of "
                                      f"their {len(BY_NAME) - len(GROUP_NAMES)} categories in streamcap/concepts.py (car, dog...)")
                 position = 1_000_000  # a concept no caption ever had at 0.1: past every row's bytes, it reads as 0
+            # A concept missing from a row's bytes was below 0.1 (not kept) and reads as 0 (its substr is the empty
+            # blob, below every byte); a row with no bytes at all came from a model without a concept head and
+            # matches no concept condition.
             op, bound = probability_bound(condition.op, condition.threshold)
-            # A concept missing from a row's bytes was below 0.1 (not kept) and reads as 0; a row with no bytes
-            # at all came from a model without a concept head and matches no concept condition.
-            where.append(f"length(s.concepts) > 0 AND substr(s.concepts, {position}, 1) {op} ?")
-            args.append(bytes([min(255, max(0, bound))]) if 0 <= bound <= 255 else (b"\xff\xff" if bound > 255 else b""))
+            if (op == ">=" and bound > 255) or (op == "<=" and bound < 0):
+                where.append("0")  # no probability can: "> 1", "< 0"
+            elif (op == ">=" and bound <= 0) or (op == "<=" and bound >= 255):
+                where.append("length(s.concepts) > 0")  # every probability does: ">= 0", "<= 1"
+            else:
+                where.append(f"length(s.concepts) > 0 AND substr(s.concepts, {position}, 1) {op} ?")
+                args.append(bytes([bound]))
         for group in groups:  # "fire hydrant" is no fire: the group's own exceptions, checked on the sentences
             where.append("names_concept(?, s.caption || char(10) || s.variants || char(10) || s.moments)")
             args.append(group.name)

@@ -81,6 +81,14 @@ def test_search_by_camera_and_time_window(history):
     ("fire < 0.05", ["a red bus stops at the gate", "a fire hydrant next to a parked truck", "a woman with a dog in the yard",
                      "a man walking past the gate", "an empty road at night", "a white van parked in front of a gate"]),
     ("bus >= 0.5", []),  # a category no caption had at 0.1 reads as 0
+    ("fire < 0.0", []),
+    ("bus >= 0.0", ["smoke rising from a burning shed", "a red bus stops at the gate", "a fire hydrant next to a parked truck",
+                    "a woman with a dog in the yard", "a man walking past the gate", "an empty road at night",
+                    "a white van parked in front of a gate"]),
+    ("person <= 1", ["smoke rising from a burning shed", "a red bus stops at the gate", "a fire hydrant next to a parked truck",
+                     "a woman with a dog in the yard", "a man walking past the gate", "an empty road at night",
+                     "a white van parked in front of a gate"]),
+    ("vehicle > 1", []),
 ])
 def test_concept_filters_read_the_stored_probabilities(history, condition, expected):
     assert captions(history.search("", concepts=[parse_concept(condition)])) == expected
