@@ -78,8 +78,9 @@ def run_search(args) -> int:
         return 0
     if not results:
         print("no segment matches")
+    width = max((len(r["camera"]) for r in results), default=0)
     for r in results:
-        print(f"{r['camera']:<12} {_span(r, zone, with_date=True)}  {r['caption']}")
+        print(f"{r['camera']:<{width}}  {_span(r, zone, with_date=True)}  {r['caption']}")
     return 0
 
 
