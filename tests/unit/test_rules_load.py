@@ -378,3 +378,26 @@ def test_hostile_rule_files_are_one_line_errors_in_well_under_a_second(tmp_path,
     rules, errors = load_rules([path])
     assert time.monotonic() - started < 1.0
     assert rules == [] and len(errors) == 1 and errors[0].startswith(f"{path}:") and fragment in errors[0], errors
+
+
+def test_a_large_rule_file_without_aliases_is_not_taken_for_an_alias_bomb(tmp_path):
+    # given 10,000 rules written out plainly (about 150,000 YAML values, under the 1 MB file limit)
+    path = tmp_path / "many.yaml"
+    path.write_text("".join(f"- {{id: r{i:05d}, cameras: [gate], triggers: [{{trigger: caption, any: [person, w{i}]}}]}}\n"
+                            for i in range(10_000)))
+    # when
+    rules, errors = load_rules([path], ["gate"])
+    # then
+    assert errors == [] and len(rules) == 10_000
+
+
+def test_aliases_that_add_a_little_are_fine_and_a_bomb_is_still_refused(tmp_path):
+    # given a synonym list shared by 200 rules through one alias
+    shared = "synonyms:\n  intruder: &who [person, man, woman, child, burglar]\nrules:\n" + "".join(
+        f"  - {{id: r{i}, triggers: [{{trigger: caption, any: *who}}]}}\n" for i in range(200))
+    assert len(load_rules([write(tmp_path, "shared.yaml", shared)])[0]) == 200
+    # and a bomb of 10^7 values from 80 written ones
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdef", "bcdefg"))
+    rules, errors = load_rules([write(tmp_path, "bomb.yaml", bomb)])
+    assert rules == [] and len(errors) == 1 and "expands to more than 100000 values through aliases" in errors[0]
