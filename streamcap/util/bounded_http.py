@@ -18,6 +18,10 @@ starve the rest of the process (rule files, cameras, the spool). Here:
   time (the others wait in arrival order). A response that lasts (an event
   stream) moves to a pool of at most `max_streams` (`enter_stream()`;
   when it is full the handler answers 503).
+- A refusal is written, then, below the cap, the connection is drained
+  for up to LINGER_S before it is closed (a close with unread input sends
+  a reset, which can destroy the answer before the client reads it); a
+  lingering connection counts against the cap and is the first to give way.
 - So threads <= 1 + workers + max_streams, and descriptors <=
   max_connections + 3, whatever clients do. Every refusal is reported
   through `on_refused(reason)` and summed up in the log once a minute.
@@ -40,6 +44,7 @@ log = logging.getLogger("streamcap.http")
 
 MAX_REQUEST_LINE = 8_192
 MAX_HEAD_BYTES = 32_768
+LINGER_S = 1.0
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -104,6 +109,8 @@ class BoundedHttpServer:
         self._wake_w.setblocking(False)
         self._lock = threading.Lock()
         self._heads: collections.OrderedDict[int, _Head] = collections.OrderedDict()  # oldest first (acceptor only)
+        self._lingering: collections.OrderedDict[int, _Head] = collections.OrderedDict()  # refused, draining
+        self._selector: selectors.BaseSelector | None = None
         self._ready: collections.deque[tuple[socket.socket, tuple, bytes]] = collections.deque()
         self._serving: dict[threading.Thread, socket.socket] = {}
         self._streams: set[threading.Thread] = set()
@@ -136,11 +143,11 @@ class BoundedHttpServer:
 
     def open_connections(self) -> int:
         with self._lock:
-            return len(self._heads) + len(self._ready) + len(self._serving)
+            return len(self._heads) + len(self._lingering) + len(self._ready) + len(self._serving)
 
     # --- the accepting thread ---------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.2) -> None:
-        selector = selectors.DefaultSelector()
+        selector = self._selector = selectors.DefaultSelector()
         selector.register(self.socket, selectors.EVENT_READ, "listen")
         selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         listening = True
@@ -151,8 +158,9 @@ class BoundedHttpServer:
                     selector.register(self.socket, selectors.EVENT_READ, "listen")
                     listening = True
                 timeout = poll_interval
-                if self._heads:
-                    timeout = max(0.0, min(timeout, next(iter(self._heads.values())).deadline - now))
+                for waiting in (self._heads, self._lingering):
+                    if waiting:
+                        timeout = max(0.0, min(timeout, next(iter(waiting.values())).deadline - now))
                 for key, _ in selector.select(timeout):
                     if key.data == "listen":
                         if not self._accept(selector):
@@ -160,8 +168,12 @@ class BoundedHttpServer:
                             listening = False
                     elif key.data == "wake":
                         self._drain_wake()
-                    else:
-                        self._read_head(selector, key.data)
+                    else:  # a client socket; look it up by descriptor: it may have changed roles in this batch
+                        fd = key.data.sock.fileno()
+                        if fd in self._lingering:
+                            self._drain(self._lingering[fd])
+                        elif fd in self._heads:
+                            self._read_head(selector, self._heads[fd])
                 self._expire_heads(selector, time.monotonic())
                 self._start_ready()
                 self._summarise_refusals()
@@ -185,10 +197,12 @@ class BoundedHttpServer:
                 continue  # ECONNABORTED and the like: that client gave up
             sock.setblocking(False)
             if self.open_connections() >= self.limits.max_connections:
-                if self._heads:
+                if self._lingering:  # already answered: the first to go
+                    self._close_lingering(next(iter(self._lingering.values())))
+                elif self._heads:
                     oldest = next(iter(self._heads.values()))
                     self._drop_head(selector, oldest)
-                    self._refuse(oldest.sock, Refusal.evicted)
+                    self._refuse(oldest.sock, Refusal.evicted, linger=False)  # its place goes to the newcomer
                 else:
                     self._refuse(sock, Refusal.busy)
                     continue
@@ -234,9 +248,14 @@ class BoundedHttpServer:
         while self._heads:
             head = next(iter(self._heads.values()))
             if head.deadline > now:
-                return
+                break
             self._drop_head(selector, head)
             self._refuse(head.sock, Refusal.header_timeout)
+        while self._lingering:
+            head = next(iter(self._lingering.values()))
+            if head.deadline > now:
+                break
+            self._close_lingering(head)
 
     def _start_ready(self) -> None:
         with self._lock:
@@ -265,7 +284,7 @@ class BoundedHttpServer:
             self._wake()
 
     # --- refusals -----------------------------------------------------------------------------
-    def _refuse(self, sock: socket.socket, reason: Refusal) -> None:
+    def _refuse(self, sock: socket.socket, reason: Refusal, linger: bool = True) -> None:
         code, phrase, text = _ANSWERS[reason]
         body = text.encode() + b"\n"
         retry = b"Retry-After: 1\r\n" if code == 503 else b""
@@ -273,12 +292,40 @@ class BoundedHttpServer:
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode() + retry + b"\r\n" + body
         try:
             sock.send(response)  # a short answer fits the empty send buffer of a connection we never wrote to
+            sock.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
-        _close(sock)
+            sock.close()
+        else:
+            if linger and self.open_connections() < self.limits.max_connections:
+                self._linger(sock)
+            else:
+                sock.close()  # at the cap (a flood): no room to linger
         with self._lock:
             self._refused[reason] += 1
         self._report(reason)
+
+    def _linger(self, sock: socket.socket) -> None:
+        """Read and discard what the client still sends, so closing does not reset the answer away."""
+        head = _Head(sock, (), time.monotonic() + LINGER_S, bytearray())
+        with self._lock:
+            self._lingering[sock.fileno()] = head
+        self._selector.register(sock, selectors.EVENT_READ, head)
+
+    def _drain(self, head: _Head) -> None:
+        try:
+            if head.sock.recv(65536):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._close_lingering(head)  # the client has closed its side (or reset): done
+
+    def _close_lingering(self, head: _Head) -> None:
+        self._selector.unregister(head.sock)
+        with self._lock:
+            self._lingering.pop(head.sock.fileno(), None)
+        head.sock.close()
 
     def _report(self, reason: Refusal) -> None:
         if self._on_refused is not None:
@@ -322,6 +369,8 @@ class BoundedHttpServer:
         self.socket.close()
         with self._lock:
             heads, self._heads = list(self._heads.values()), collections.OrderedDict()
+            heads += self._lingering.values()
+            self._lingering = collections.OrderedDict()
             ready, self._ready = list(self._ready), collections.deque()
         for head in heads:
             _close(head.sock)
