@@ -63,7 +63,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
             precision=m.precision, max_batch=m.max_batch, encoder_weights=m.encoder_weights,
         )
     hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put)
-    snapshots = SnapshotStore()
+    snapshots = SnapshotStore(max_bytes=config.snapshots.memory_mb << 20)
     spec = getattr(captioner, "spec", None)
     concepts = spec.concept_names if spec is not None else None
     engine, watcher = build_rules(config, known_concepts=concepts, snapshots=snapshots.jpeg)

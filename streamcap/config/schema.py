@@ -346,6 +346,14 @@ class HttpConfig(StrictModel):
         return self
 
 
+class SnapshotsConfig(StrictModel):
+    memory_mb: int = Field(
+        default=256, ge=16, le=65_536,
+        description="Memory for the captioned frames kept for alarm snapshots and the live page (each camera's "
+                    "newest few; the oldest go first). A 720p frame takes 2.8 MB, a 1080p one 6.2 MB: give at least "
+                    "model.max_batch frames, so an alarm always finds its frame.")
+
+
 class StreamcapConfig(StrictModel):
     device_id: Id = Field(default="streamcap", description="This box's id in MQTT topics; keeps several boxes on one broker apart.")
     timezone: TimeZone = Field(default="UTC", description="IANA time zone for rule schedules (e.g. Europe/Paris).")
@@ -355,6 +363,7 @@ class StreamcapConfig(StrictModel):
     mqtt: MqttConfig | None = Field(default=None, description="MQTT broker; omit to run without one.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Local outputs (console, JSON lines).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig, description="Frames kept for alarm snapshots and the page.")
     _document: Any = PrivateAttr(default=None)  # the YamlDocument it was loaded from, for positions in later errors
 
     def __eq__(self, other: object) -> bool:  # where a config came from is not part of what it says
