@@ -187,6 +187,7 @@ class RuleWatcher:
         rules = [s.rule for s in read.sources]
         plan = self.engine.plan_rules(rules)
         if plan is None:
+            log.info("rules: read again, no change (%d rules)", len(rules))
             return None
         before = {c.rule.id: c for c in plan.base}
         kept_ids = {id(c) for c in plan.entries}
