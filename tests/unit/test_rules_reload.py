@@ -232,7 +232,7 @@ def test_running_out_of_file_descriptors_keeps_every_rule(folder):
     assert report["during"] == report["after"] == ["person_at_gate", "dog_in_yard"]
     assert report["log"][0] == (f"rules: {folder}/*.yaml: the folder {folder} cannot be listed: Too many open files; "
                                 "keeping the 2 rules in force (to remove every rule, leave a rule file that says `[]`)")
-    assert report["log"][1:] == ["rules: the rule files read completely again"]
+    assert report["log"][1:] == ["rules: the rule files read completely again", "rules: read again, no change (2 rules)"]
 
 
 def test_a_reload_is_read_off_the_dispatch_thread_and_captions_flow_meanwhile(folder, monkeypatch, tmp_path):
