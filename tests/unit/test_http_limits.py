@@ -210,3 +210,20 @@ def test_the_config_asks_for_auth_unless_the_host_is_a_loopback_address(host, ne
             HttpConfig(enabled=True, host=host)
     else:
         assert HttpConfig(enabled=True, host=host).host == host
+
+
+def test_http_limits_and_allowed_hosts_are_checked_at_load_with_their_position(tmp_path):
+    from streamcap.config.load import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("http:\n  enabled: true\n  max_connections: 8\n  max_event_streams: 8\n"
+                    "  allowed_hosts: [cctv.lan, 'evil.example:80']\n  header_timeout_s: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    problems = err.value.problems
+    assert any(p.startswith(f"{path}:5:29: http.allowed_hosts[1]:") and "not a host name" in p for p in problems), problems
+    assert any(p.startswith(f"{path}:6:3: http.header_timeout_s:") for p in problems), problems
+    path.write_text("http:\n  enabled: true\n  max_connections: 8\n  max_event_streams: 8\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "max_event_streams (8) must be below max_connections (8)" in err.value.problems[0]
