@@ -271,9 +271,13 @@ def test_a_reload_is_read_off_the_dispatch_thread_and_captions_flow_meanwhile(fo
     app.pipeline._on_rules_changed.append(lambda rules: listener_calls.append([r.id for r in rules]))
     app.start()
     try:
-        published = app.pipeline.metrics.captions_published.labels("console")
+        registry = app.pipeline.metrics.registry
+
+        def published() -> float:
+            return registry.get_sample_value("streamcap_captions_published_total", {"publisher": "console"}) or 0
+
         deadline = time.monotonic() + 60
-        while published._value.get() < 3:
+        while published() < 3:
             assert time.monotonic() < deadline, "no captions"
             time.sleep(0.05)
         # when a rule file changes and its read is in progress (blocked)
@@ -282,8 +286,8 @@ def test_a_reload_is_read_off_the_dispatch_thread_and_captions_flow_meanwhile(fo
             assert time.monotonic() < deadline, "the watcher never read the change"
             time.sleep(0.05)
         # then captions still flow through the dispatch thread meanwhile
-        before = published._value.get()
-        while published._value.get() < before + 5:
+        before = published()
+        while published() < before + 5:
             assert time.monotonic() < deadline, "dispatch stalled while a reload was being read"
             time.sleep(0.05)
         assert app.pipeline.rules.rules[1].triggers[0].any == ["dog"], "not swapped before the read finished"
