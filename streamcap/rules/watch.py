@@ -194,9 +194,10 @@ class RuleWatcher:
             return None
         before = {c.rule.id: c for c in plan.base}
         kept_ids = {id(c) for c in plan.entries}
+        now_ids = {r.id for r in rules}
         added = [r.id for r in rules if r.id not in before]
         changed = [r.id for r in rules if r.id in before and id(before[r.id]) not in kept_ids]
-        removed = [rid for rid in before if rid not in {r.id for r in rules}]
+        removed = [rid for rid in before if rid not in now_ids]
         parts = [f"{what} {len(ids)}: {_some(ids)}" for what, ids in (("added", added), ("changed", changed), ("removed", removed)) if ids]
         return RuleUpdate(plan, f"{len(rules)} rules ({'; '.join(parts) or 'order changed'})")
 

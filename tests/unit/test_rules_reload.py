@@ -302,3 +302,13 @@ def test_a_reload_is_read_off_the_dispatch_thread_and_captions_flow_meanwhile(fo
     assert set(readers) == {"rules-reload"}
     assert listener_calls == [["person_at_gate", "dog_in_yard"]]
     assert app.pipeline.rules.rules[1].triggers[0].any == ["dog", "cat"]
+
+
+def test_a_reload_says_which_rules_were_added_changed_and_removed(folder, caplog):
+    clock = FakeClock()
+    engine, watcher = watched(folder, clock)
+    rewrite(folder / "gate.yaml", GATE.replace("[person]", "[man]") + DOG.replace("dog_in_yard", "cat").replace("dog", "cat"), 10)
+    rewrite(folder / "yard.yaml", "[]\n", 10)
+    with caplog.at_level(logging.INFO, logger="streamcap.rules"):
+        assert settle_and_poll(watcher, clock) is True
+    assert caplog.records[-1].getMessage() == "rules reloaded: 2 rules (added 1: cat; changed 1: person_at_gate; removed 1: dog_in_yard)"
