@@ -54,7 +54,7 @@ def clip(tmp_path):
     return path
 
 
-def run_app(tmp_path, clip, auth=None, allowed_hosts=None):
+def run_app(tmp_path, clip, auth=None, allowed_hosts=None, **http):
     rules = tmp_path / "rules.yaml"
     rules.write_text("- id: someone\n  alias: Someone at the gate\n  cameras: [gate]\n"
                      "  triggers: [{trigger: caption, concept: 'person >= 0.7'}]\n")
@@ -70,7 +70,7 @@ def run_app(tmp_path, clip, auth=None, allowed_hosts=None):
         "rules": {"paths": [str(rules)], "reload": False},
         "outputs": {"console": False, "jsonl": str(tmp_path / "events.jsonl")},
         "http": {"enabled": True, "port": port, **({"auth": auth} if auth else {}),
-                 **({"allowed_hosts": allowed_hosts} if allowed_hosts else {})},
+                 **({"allowed_hosts": allowed_hosts} if allowed_hosts else {}), **http},
     })
     app = build(config, captioner=Counts(), console_stream=io.StringIO())
     app.start()
@@ -207,5 +207,27 @@ def test_a_page_elsewhere_cannot_read_the_cameras_through_dns_rebinding(tmp_path
         rebinding_browser.get(f"http://wall.example:{port}/")
         wait(lambda: rebinding_browser.find_elements("css selector", ".tile"), 30, "camera tiles under an allowed name")
         wait(lambda: rebinding_browser.find_element("id", "live").text == "live", 20, "the event stream under an allowed name")
+    finally:
+        app.stop()
+
+
+def test_a_page_beyond_the_event_stream_cap_says_so_and_goes_live_when_one_closes(tmp_path, clip, browser):
+    # given a box that allows one live page
+    app, url = run_app(tmp_path, clip, max_event_streams=1)
+    try:
+        browser.get(url + "/")
+        wait(lambda: browser.find_element("id", "live").text == "live", 20, "the first page live")
+        first = browser.current_window_handle
+        # when a second page opens, then it says it is not live, and why
+        browser.switch_to.new_window("tab")
+        browser.get(url + "/")
+        wait(lambda: "too many pages open" in browser.find_element("id", "live").text, 20, "the second page refused")
+        wait(lambda: browser.find_elements("css selector", ".tile"), 20, "its tiles from /api/state all the same")
+        # when the first page closes, then the second goes live by itself
+        second = browser.current_window_handle
+        browser.switch_to.window(first)
+        browser.close()
+        browser.switch_to.window(second)
+        wait(lambda: browser.find_element("id", "live").text == "live", 30, "the second page live after the first closed")
     finally:
         app.stop()
