@@ -105,7 +105,7 @@ def run(tree: Path, count: int, window: float, clip: Path) -> dict:
         result[name] = window_stats(points, start, end)
     text = (workdir / "streamcap.log").read_text(errors="replace")
     # when each read ended, from the log: how long a reload took from the save to the rules in force
-    done = [(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp(), line[line.find("rules"):][:100])
+    done = [(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp(), line.partition("streamcap.rules: ")[2][:100])
             for line in text.splitlines() if "rules reloaded" in line or "read again" in line or "keep" in line]
     result["reloads"] = [(round(at - marks[0], 1), what) for at, what in done]
     for name, mark in (("touch", marks[1]), ("one rule edited", marks[2])):
