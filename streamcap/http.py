@@ -213,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path in ("/healthz", "/health"):
             self._send(200, "application/json", json.dumps(self.server.metrics.health(), indent=2).encode() + b"\n")
         elif path.startswith(history_api.PREFIXES) and self.server.history is not None:
-            self._send(*history_api.respond(self.server.history, path, query))
+            self._send(*history_api.respond(self.server.history, path, parse_qs(parts.query)))
         else:
             self._not_found("not found: try /, /metrics or /healthz")
 
