@@ -124,6 +124,11 @@ class History:
             raise HistoryMissing(f"no history at {self.folder} yet (history.enabled and streamcap run write it)") from None
         except sqlite3.Error as exc:
             raise QueryError(f"cannot open the history at {self.folder}: {exc}") from None
+        try:
+            conn.execute("SELECT value FROM meta LIMIT 1").fetchall()
+        except sqlite3.OperationalError:  # the writer has made the file but not yet its tables
+            conn.close()
+            raise HistoryMissing(f"the history at {self.folder} is being created; try again in a moment") from None
         deadline = time.monotonic() + QUERY_TIMEOUT_S
         conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
         conn.create_function("names_concept", 2, _names_concept, deterministic=True)

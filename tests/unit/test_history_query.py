@@ -210,3 +210,11 @@ def test_a_summary_of_a_busy_window_lists_its_longest_segments_in_time_order(tmp
     # then it lists the 10 that lasted, in time order, and says how many there were
     assert doc["segments_total"] == 30
     assert [s["caption"] for s in doc["segments"]] == [f"scene {n} at the gate" for n in range(0, 30, 3)]
+
+
+def test_a_history_whose_tables_are_not_written_yet_is_not_there_yet(tmp_path):
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "history.db").execute("PRAGMA journal_mode = WAL").fetchall()  # the file, no tables yet
+    with pytest.raises(QueryError, match="is being created; try again in a moment"):
+        History(tmp_path).search("van")
