@@ -8,6 +8,10 @@ this file is the whole list of what `/metrics` shows:
     frames_captioned{camera}         counter  frames that came out of the model with a caption
     camera_reconnects{camera}        counter  reconnect attempts of a camera source
     camera_state{camera}             enum     connecting|connected|reconnecting|down|stopped
+    camera_decode_mode{camera}       enum     keyframes|every_frame
+    camera_decoder{camera, library, hardware}  gauge  1 for what decodes the camera now (pyav|opencv, cpu|nvdec|jetson)
+    camera_keyframe_interval_seconds{camera}  gauge  the stream's key-frame interval, measured
+    keyframes_late{camera}           counter  times a stream sent no key frame for 10x its interval
     drops{stage, cause, camera}      counter  anything dropped anywhere (frames, captions, alarms); cause is a DropCause
     rules_seconds                    histogram time to run every rule on one caption
     batch_size                       histogram frames per model batch
@@ -39,9 +43,10 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
+from streamcap.decoder_kinds import DecodeMode
 from streamcap.messages import (
-    CameraReconnecting, CameraState, CameraStateChanged, DropCause, FramesDropped, PublisherError, PublisherState,
-    PublisherStatus, StatusEvent,
+    CameraReconnecting, CameraState, CameraStateChanged, DecoderChanged, DropCause, FramesDropped, KeyframesLate,
+    PublisherError, PublisherState, PublisherStatus, StatusEvent,
 )
 
 # Batches rarely exceed 32 frames; latency spans a fast GPU (tens of ms) to a
@@ -77,6 +82,14 @@ class Metrics:
             "streamcap_camera_state", "Camera connection state", ["camera"],
             states=[s.value for s in CameraState], registry=r,
         )
+        self.camera_decode_mode = Enum("streamcap_camera_decode_mode", "Key frames only, or every frame decoded", ["camera"],
+                                       states=[m.value for m in DecodeMode], registry=r)
+        self.camera_decoder = Gauge("streamcap_camera_decoder", "1 for the library and hardware decoding the camera now",
+                                    ["camera", "library", "hardware"], registry=r)
+        self.camera_keyframe_interval = Gauge("streamcap_camera_keyframe_interval_seconds",
+                                              "The stream's key-frame interval, measured", ["camera"], registry=r)
+        self.keyframes_late = Counter("streamcap_keyframes_late", "Times a stream sent no key frame for 10x its interval",
+                                      ["camera"], registry=r)
         self.drops = Counter("streamcap_drops", "Items dropped, by stage, cause and camera", ["stage", "cause", "camera"], registry=r)
         self.rules_seconds = Histogram("streamcap_rules_seconds", "Time to run every rule on one caption",
                                        buckets=RULES_BUCKETS, registry=r)
@@ -119,6 +132,20 @@ class Metrics:
         with self._lock:
             self._cameras.setdefault(camera, {"last_frame_at": None})["state"] = state.value
 
+    def set_decoder(self, event: DecoderChanged) -> None:
+        camera = event.camera_id
+        with self._lock:
+            info = self._cameras.setdefault(camera, {"state": CameraState.connecting.value, "last_frame_at": None})
+            previous = info.get("decoder")
+            info["decoder"] = {"library": event.library, "hardware": event.hardware, "mode": event.mode,
+                               "keyframe_interval_s": event.keyframe_interval_s}
+        if previous and (previous["library"], previous["hardware"]) != (event.library, event.hardware):
+            self.camera_decoder.labels(camera, previous["library"], previous["hardware"]).set(0)
+        self.camera_decoder.labels(camera, event.library, event.hardware).set(1)
+        self.camera_decode_mode.labels(camera=camera).state(event.mode)
+        if event.keyframe_interval_s is not None:
+            self.camera_keyframe_interval.labels(camera=camera).set(event.keyframe_interval_s)
+
     def note_last_frame(self, camera: str, captured_at: float | None) -> None:
         with self._lock:
             self._cameras.setdefault(camera, {"state": CameraState.connecting.value})["last_frame_at"] = captured_at
@@ -157,6 +184,10 @@ class Metrics:
             self.camera_reconnects.labels(camera=event.camera_id).inc()
         elif isinstance(event, FramesDropped):
             self.count_drop(event.stage, event.cause, event.count, event.camera_id)
+        elif isinstance(event, DecoderChanged):
+            self.set_decoder(event)
+        elif isinstance(event, KeyframesLate):
+            self.keyframes_late.labels(camera=event.camera_id).inc()
         elif isinstance(event, PublisherStatus):
             self.set_publisher_state(event.publisher, event.state, event.detail)
         elif isinstance(event, PublisherError):
@@ -167,7 +198,7 @@ class Metrics:
         with self._lock:
             cameras = {
                 cam: {"state": info.get("state", CameraState.connecting.value),
-                      "last_frame_time": iso_time(info.get("last_frame_at"))}
+                      "last_frame_time": iso_time(info.get("last_frame_at")), "decoder": info.get("decoder")}
                 for cam, info in sorted(self._cameras.items())
             }
             publishers = {name: dict(info) for name, info in sorted(self._publishers.items())}

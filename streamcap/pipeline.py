@@ -31,7 +31,7 @@ import time
 from typing import Callable
 
 from streamcap.capture.hub import CaptureHub
-from streamcap.messages import AlarmType, CameraStateChanged, Caption, DropCause, StatusEvent
+from streamcap.messages import AlarmType, CameraStateChanged, Caption, DecoderChanged, DropCause, StatusEvent
 from streamcap.metrics import Metrics
 from streamcap.publish.base import PublisherSet
 from streamcap.rules.engine import RuleEngine
@@ -168,10 +168,12 @@ class Pipeline:
             except queue.Empty:
                 return
             self.metrics.observe_status(event)
-            if isinstance(event, CameraStateChanged):
+            if isinstance(event, (CameraStateChanged, DecoderChanged)):  # a decode mode shows with the camera's state
                 camera = self.hub.cameras.get(event.camera_id)
-                last = camera.stats().last_frame_at if camera is not None else None
-                self.publishers.publish_camera_state(event.camera_id, event.state, last)
+                if camera is None:
+                    continue
+                state = event.state if isinstance(event, CameraStateChanged) else camera.state
+                self.publishers.publish_camera_state(event.camera_id, state, camera.stats().last_frame_at)
 
     def _sync_camera_stats(self) -> None:
         """Readers count frames without touching metrics (they must never block); fold the counts in once a second."""
