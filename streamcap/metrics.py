@@ -12,6 +12,10 @@ this file is the whole list of what `/metrics` shows:
     camera_decoder{camera, library, hardware}  gauge  1 for what decodes the camera now (pyav|opencv, cpu|nvdec|jetson)
     camera_keyframe_interval_seconds{camera}  gauge  the stream's key-frame interval, measured
     keyframes_late{camera}           counter  times a stream sent no key frame for 10x its interval
+    captions_asked_per_second        gauge    frames the samplers passed on, over the last 10 s
+    captions_made_per_second         gauge    frames the model took, over the last 10 s
+    caption_shortfall_per_second     gauge    asked - made: the cameras' frames the model could not take
+                                              (each one is counted in drops{cause="captioner_behind"})
     drops{stage, cause, camera}      counter  anything dropped anywhere (frames, captions, alarms); cause is a DropCause
     rules_seconds                    histogram time to run every rule on one caption
     batch_size                       histogram frames per model batch
@@ -30,10 +34,12 @@ Every label set is bounded: stages and causes are closed sets, cameras and
 rules come from the config. Status events from the side channel are folded
 in by `observe_status`, which dispatches on the event's type.
 
-`Metrics` also keeps the little state `/healthz` reports (camera states, last
-frame time, publisher states, slow rules); `health()` turns it into the JSON
-document: `ok`, `degraded` (a camera or the broker is away, or rules are
-slow) or `failed` (a publisher cannot work at all: alarms are not leaving).
+`Metrics` also keeps the little state `/healthz` reports (camera states and
+decoders, last frame time, publisher states, slow rules, the caption load);
+`health()` turns it into the JSON document: `ok`, `degraded` (a camera or the
+broker is away, rules are slow, or the model makes fewer captions than the
+cameras ask: then `reason` says so) or `failed` (a publisher cannot work at
+all: alarms are not leaving).
 """
 from __future__ import annotations
 
@@ -90,6 +96,11 @@ class Metrics:
                                               "The stream's key-frame interval, measured", ["camera"], registry=r)
         self.keyframes_late = Counter("streamcap_keyframes_late", "Times a stream sent no key frame for 10x its interval",
                                       ["camera"], registry=r)
+        self.captions_asked = Gauge("streamcap_captions_asked_per_second", "Frames the samplers passed on, last 10 s",
+                                    registry=r)
+        self.captions_made = Gauge("streamcap_captions_made_per_second", "Frames the model took, last 10 s", registry=r)
+        self.caption_shortfall = Gauge("streamcap_caption_shortfall_per_second",
+                                       "Frames per second the model could not take (asked - made)", registry=r)
         self.drops = Counter("streamcap_drops", "Items dropped, by stage, cause and camera", ["stage", "cause", "camera"], registry=r)
         self.rules_seconds = Histogram("streamcap_rules_seconds", "Time to run every rule on one caption",
                                        buckets=RULES_BUCKETS, registry=r)
@@ -122,6 +133,7 @@ class Metrics:
         self._cameras: dict[str, dict] = {}
         self._publishers: dict[str, dict] = {}  # only those that report a state (MQTT); console does not
         self._spool_depth = 0
+        self._model_load: dict = {}
         self._slow_rules_until = 0.0
         self._slowest_rules_s = 0.0
 
@@ -145,6 +157,14 @@ class Metrics:
         self.camera_decode_mode.labels(camera=camera).state(event.mode)
         if event.keyframe_interval_s is not None:
             self.camera_keyframe_interval.labels(camera=camera).set(event.keyframe_interval_s)
+
+    def set_caption_load(self, asked_per_s: float, made_per_s: float, cameras_asking: int, behind: str | None) -> None:
+        self.captions_asked.set(asked_per_s)
+        self.captions_made.set(made_per_s)
+        self.caption_shortfall.set(max(0.0, asked_per_s - made_per_s))
+        with self._lock:
+            self._model_load = {"asked_per_s": round(asked_per_s, 2), "made_per_s": round(made_per_s, 2),
+                                "cameras_asking": cameras_asking, "behind": behind}
 
     def note_last_frame(self, camera: str, captured_at: float | None) -> None:
         with self._lock:
@@ -207,12 +227,18 @@ class Metrics:
                 mqtt["spool_depth"] = self._spool_depth
             slow = time.monotonic() < self._slow_rules_until
             rules = {"slow": slow, "slowest_ms": round(self._slowest_rules_s * 1000, 1)}
+            model = dict(self._model_load) or None
+        behind = model.get("behind") if model else None
         if any(p["state"] == PublisherState.failed.value for p in publishers.values()):
             status = "failed"
         elif (all(c["state"] == CameraState.connected.value for c in cameras.values())
-              and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow):
+              and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow
+              and not behind):
             status = "ok"
         else:
             status = "degraded"
-        return {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
-                "publishers": publishers, "rules": rules}
+        doc = {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
+               "publishers": publishers, "rules": rules, "model": model}
+        if behind:
+            doc["reason"] = behind
+        return doc

@@ -31,6 +31,7 @@ import time
 from typing import Callable
 
 from streamcap.capture.hub import CaptureHub
+from streamcap.capture.load import CaptionLoad
 from streamcap.messages import AlarmType, CameraStateChanged, Caption, DecoderChanged, DropCause, StatusEvent
 from streamcap.metrics import Metrics
 from streamcap.publish.base import PublisherSet
@@ -71,6 +72,8 @@ class Pipeline:
         self._on_rules_changed = list(on_rules_changed or [])
         self._frames_counted: dict[str, int] = {}
         self._next_stats_sync = 0.0
+        self._load = CaptionLoad()
+        self._behind_logged = False
 
     def start(self) -> None:
         self.publishers.start()
@@ -183,6 +186,7 @@ class Pipeline:
         self._next_stats_sync = now + 1.0
         for report in self.hub.batcher.flush_drop_reports():  # exact within a second, however rate-limited the log is
             self.metrics.observe_status(report)
+        self._observe_load(now)
         for camera_id, camera in self.hub.cameras.items():
             stats = camera.stats()
             new = stats.frames_read - self._frames_counted.get(camera_id, 0)
@@ -190,6 +194,19 @@ class Pipeline:
                 self.metrics.frames_read.labels(camera=camera_id).inc(new)
                 self._frames_counted[camera_id] = stats.frames_read
                 self.metrics.note_last_frame(camera_id, stats.last_frame_at)
+
+    def _observe_load(self, now: float) -> None:
+        """Captions asked for against captions made: the shortfall in /metrics, `degraded` in /healthz when behind."""
+        asked = {camera_id: sampler.stats().accepted for camera_id, sampler in self.hub.samplers.items()}
+        self._load.update(now, self.hub.batcher.stats().frames_batched, asked)
+        behind = self._load.behind
+        if bool(behind) != self._behind_logged:  # the transitions, not every second's numbers
+            if behind:
+                log.warning("%s: each camera's newest frame waits its turn; the rest are dropped and counted", behind)
+            else:
+                log.info("model keeps up again: %.3g captions/s asked, %.3g made", self._load.asked_per_s, self._load.made_per_s)
+            self._behind_logged = bool(behind)
+        self.metrics.set_caption_load(self._load.asked_per_s, self._load.made_per_s, self._load.cameras_asking, behind)
 
     # --- shutdown --------------------------------------------------------------
     def stop(self, timeout_s: float = 10.0) -> None:

@@ -15,7 +15,7 @@ import time
 
 import cv2
 
-from streamcap.capture.readers import DecodeSettings, Decoded, OpenError, Pace, ReadError, Wants
+from streamcap.capture.readers import DecodeSettings, Decoded, KeyframesLateError, OpenError, Pace, ReadError, Wants
 from streamcap.capture.video import has_gstreamer, jetson_pipeline, open_capture
 from streamcap.decoder_kinds import DecodeMode, DecoderKind, DecoderLibrary
 
@@ -61,7 +61,7 @@ class OpenCVReader:
         if self.hardware == DecoderKind.nvdec and not self._cap.get(cv2.CAP_PROP_HW_ACCELERATION):
             self.hardware, self.fallback = DecoderKind.cpu, "this OpenCV's FFmpeg has no hardware decoder for the stream"
 
-    def set_mode(self, mode: DecodeMode, wait_for_key: bool = True) -> None:
+    def set_mode(self, mode: DecodeMode) -> None:
         if mode == self.mode:
             return
         position_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC) if self.kind == "file" and self._cap is not None else 0.0
@@ -80,7 +80,7 @@ class OpenCVReader:
             if self.kind == "file":
                 return None
             if self.mode == DecodeMode.keyframes and now - started >= self.read_timeout_s * 0.9:
-                raise ReadError(f"no key frame for {now - started:.1f} s")
+                raise KeyframesLateError(now - started)
             raise ReadError("read failed (stream ended or connection lost)")
         if self.kind in ("rtsp", "http") and now - started >= self.read_timeout_s:
             # FFmpeg hands back a stale frame when its read timeout fires.
@@ -101,6 +101,11 @@ class OpenCVReader:
             ok, image = self._cap.retrieve()
             image = image if ok else None
         return Decoded(now, pts_ms / 1000.0 if pts_ms or key else None, key, True, image)
+
+    @property
+    def duration_s(self) -> float | None:
+        frames, fps = self._cap.get(cv2.CAP_PROP_FRAME_COUNT), self._cap.get(cv2.CAP_PROP_FPS)
+        return frames / fps if frames > 0 and 0.5 <= fps <= 240 else None
 
     def rewind(self) -> bool:
         return bool(self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0))

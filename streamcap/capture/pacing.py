@@ -2,7 +2,7 @@
 
     pace = FilePacer(stop)
     pace(pts_s)      # waits until this packet's or frame's stream time has come; returns at once when late
-    pace.restart()   # after a rewind: the clip's time starts again
+    pace.restart(duration_s)   # after a rewind: the clip's time starts again where the last loop ended
 
 The clock is the stream's own timestamps, so a reader that skips everything
 but key frames still delivers them when a camera would have, one per key-frame
@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 
-MAX_WAIT_S = 5.0
+MAX_WAIT_S = 120.0  # longer than any key-frame interval a key-frames-only reader waits out
 MAX_BEHIND_S = 1.0
 
 
@@ -25,8 +25,13 @@ class FilePacer:
         self._anchor: tuple[float, float] | None = None  # (monotonic, stream time) at the start
         self._last_pts: float | None = None
 
-    def restart(self) -> None:
-        self._anchor = None
+    def restart(self, duration_s: float | None = None) -> None:
+        """Stream time starts again at 0, `duration_s` after the last loop's 0 (a reader that skipped the last
+        frames reaches the end early: the next loop must still start on time)."""
+        if self._anchor is not None and duration_s:
+            self._anchor = (self._anchor[0] + duration_s - self._anchor[1], 0.0)
+        else:
+            self._anchor = None
         self._last_pts = None
 
     def __call__(self, pts_s: float | None) -> None:

@@ -95,14 +95,13 @@ class PyAVReader:
             raise OpenError(f"{shown} has no video stream", permanent=kind == "file")
         return cls(container, url, kind, DecoderKind.cpu, fallback, settings.threads)
 
-    def set_mode(self, mode: DecodeMode, wait_for_key: bool = True) -> None:
+    def set_mode(self, mode: DecodeMode) -> None:
         if mode == self.mode:
             return
         self.mode = mode
         self._stream.codec_context.skip_frame = "NONKEY" if mode == DecodeMode.keyframes else "DEFAULT"
-        # The frames skipped so far are missing as references: start again from a key frame,
-        # unless key frames are what is missing (then the decoder recovers as it can).
-        self._await_key = mode == DecodeMode.every_frame and wait_for_key
+        # The frames skipped so far are missing as references: start again from a key frame.
+        self._await_key = mode == DecodeMode.every_frame
         self._failed_keys = 0
 
     def read(self, wants: Wants, pace: Pace | None = None) -> Decoded | None:
@@ -157,6 +156,11 @@ class PyAVReader:
             want = self.mode == DecodeMode.keyframes or wants(t)
             image = frame.to_ndarray(format="bgr24") if want else None
             self._ready.append(Decoded(t, frame.time, bool(frame.key_frame), True, image))
+
+    @property
+    def duration_s(self) -> float | None:
+        duration = self._container.duration  # in AV_TIME_BASE (microseconds)
+        return duration / 1_000_000 if duration else None
 
     def rewind(self) -> bool:
         try:

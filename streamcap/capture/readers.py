@@ -44,6 +44,14 @@ class KeyframesUnusable(ReadError):
     """Key frames alone do not decode on this stream; decode every frame instead."""
 
 
+class KeyframesLateError(KeyframesUnusable):
+    """A read in keyframes mode waited `waited_s` without a key frame (readers that cannot see packets)."""
+
+    def __init__(self, waited_s: float) -> None:
+        super().__init__(f"no key frame for {waited_s:.1f} s")
+        self.waited_s = waited_s
+
+
 @dataclass(frozen=True)
 class Decoded:
     """One step of a stream: a decoded frame, or a packet skipped before decoding (`decoded` False)."""
@@ -74,7 +82,10 @@ class Reader(Protocol):
 
     def read(self, wants: Wants, pace: Pace | None = None) -> Decoded | None: ...
 
-    def set_mode(self, mode: DecodeMode, wait_for_key: bool = True) -> None: ...
+    def set_mode(self, mode: DecodeMode) -> None: ...
+
+    @property
+    def duration_s(self) -> float | None: ...  # a file's length, for pacing its loops
 
     def rewind(self) -> bool: ...
 

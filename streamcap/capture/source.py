@@ -46,9 +46,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from streamcap.camera_kinds import resolve_kind
-from streamcap.capture.keyframes import KeyframeClock, choose_mode
+from streamcap.capture.keyframes import LATE_FACTOR, KeyframeClock, choose_mode
 from streamcap.capture.pacing import FilePacer
-from streamcap.capture.readers import DecodeSettings, KeyframesUnusable, OpenError, ReadError, Reader, open_reader
+from streamcap.capture.readers import (
+    DecodeSettings, KeyframesLateError, KeyframesUnusable, OpenError, ReadError, Reader, open_reader,
+)
 from streamcap.decoder_kinds import DecodeMode
 from streamcap.messages import (
     CameraReconnecting, CameraState, CameraStateChanged, DecoderChanged, Frame, KeyframesLate, StatusEvent,
@@ -115,7 +117,7 @@ class CameraSource:
         base = decode or DecodeSettings()
         self.decode = DecodeSettings(base.library, base.hardware, base.threads, open_timeout_s, read_timeout_s)
         self._decoder_info: dict = {}
-        self._keyframes_unusable = False
+        self._keyframes_unusable = not keyframes_allowed  # for good once key frames alone failed on this camera
         self._late_reported = False
         self._backoff = Backoff(reconnect_initial_s, reconnect_max_s, rng=rng)
         self._stop = threading.Event()
@@ -248,7 +250,6 @@ class CameraSource:
         is_file = self.kind == "file"
         pace = FilePacer(self._stop) if is_file else None
         clock = KeyframeClock()
-        self._keyframes_unusable = not self.keyframes_allowed
         self._late_reported = False
         self._announce(reader, None, "")
         connected_mono: float | None = None
@@ -257,12 +258,16 @@ class CameraSource:
             try:
                 item = reader.read(self._wants, pace)
             except KeyframesUnusable as exc:
-                self._keyframes_unusable = True
-                self._switch(reader, DecodeMode.every_frame, clock, f"{exc}", wait_for_key=False)
-                continue
+                if isinstance(exc, KeyframesLateError) and clock.interval_s:
+                    self._report_late(exc.waited_s, clock.interval_s)
+                return self._give_up_keyframes(str(exc))
             except ReadError as exc:
                 return str(exc)
             if item is None:  # end of the file (or a file that does not decode)
+                if connected_mono is not None and reader.duration_s:
+                    pace(reader.duration_s)  # a reader that skipped the last frames waits out the clip's end
+                    if (lost := self._steer(reader, clock, time.monotonic())) is not None:
+                        return lost
                 if connected_mono is None:
                     self._set_state(CameraState.down, "cannot decode any frame of the video file; replace the file or fix the url")
                     return None
@@ -272,7 +277,7 @@ class CameraSource:
                 if not rewound and reader.rewind():
                     rewound = True
                     self._loops += 1
-                    pace.restart()
+                    pace.restart(reader.duration_s)
                     continue
                 return "cannot restart the video file from the beginning"
             clock.observe(item.key, item.pts_s, item.t_mono)
@@ -287,7 +292,9 @@ class CameraSource:
                     self._deliver(item.image, item.t_mono)
                 else:
                     self._count(item.t_mono)
-            self._steer(reader, clock, item.t_mono)
+            lost = self._steer(reader, clock, item.t_mono)
+            if lost is not None:
+                return lost
         return None
 
     def _wants(self, t_mono: float) -> bool:
@@ -295,20 +302,30 @@ class CameraSource:
 
     # -- decode mode -----------------------------------------------------------
 
-    def _steer(self, reader: Reader, clock: KeyframeClock, now: float) -> None:
-        """Key frames only while they come at least as often as captions are due; report a stream late with them."""
+    def _report_late(self, waited_s: float, interval_s: float) -> None:
+        self._late_reported = True
+        log.warning("camera %r: no key frame for %.1f s (%.0fx its measured interval of %.2f s)",
+                    self.camera_id, waited_s, waited_s / interval_s, interval_s)
+        self._emit(KeyframesLate(self.camera_id, waited_s, interval_s, time.time()))
+
+    def _give_up_keyframes(self, why: str) -> str:
+        """Decode every frame from now on: reconnect, since the frames skipped so far are missing as references."""
+        self._keyframes_unusable = True
+        log.warning("camera %r: cannot decode key frames only (%s); decoding every frame from the next connection",
+                    self.camera_id, why)
+        return f"switching to every frame ({why})"
+
+    def _steer(self, reader: Reader, clock: KeyframeClock, now: float) -> str | None:
+        """Key frames only while they come at least as often as captions are due; report a stream late with them.
+
+        Returns why the stream must be reopened, or None."""
         interval = clock.interval_s
         if interval is None:
-            return
+            return None
         late = clock.late_s(now)
         if late is not None and not self._late_reported:
-            self._late_reported = True
-            log.warning("camera %r: no key frame for %.1f s (%.0fx its measured interval of %.2f s)",
-                        self.camera_id, late, late / interval, interval)
-            self._emit(KeyframesLate(self.camera_id, late, interval, time.time()))
-            if reader.mode == DecodeMode.keyframes:
-                self._switch(reader, DecodeMode.every_frame, clock, f"no key frame for {late:.1f} s", wait_for_key=False)
-            return
+            self._report_late(late, interval)
+            return self._give_up_keyframes(f"no key frame for {late:.1f} s") if reader.mode == DecodeMode.keyframes else None
         if late is None:
             self._late_reported = False
         wanted = choose_mode(reader.mode, interval, None if self._keyframes_unusable else self.caption_interval_s)
@@ -318,6 +335,7 @@ class CameraSource:
             self._announce(reader, interval, self._why(wanted, interval))
         else:
             self._decoder_info["keyframe_interval_s"] = round(interval, 3)
+        return None
 
     def _why(self, mode: DecodeMode, interval: float) -> str:
         if self.caption_interval_s is None:
@@ -328,12 +346,11 @@ class CameraSource:
             return f"key frame every {interval:.2f} s, caption every {self.caption_interval_s:g} s"
         return f"key frame every {interval:.2f} s is longer than the caption interval of {self.caption_interval_s:g} s"
 
-    def _switch(self, reader: Reader, mode: DecodeMode, clock: KeyframeClock, why: str, wait_for_key: bool = True) -> None:
+    def _switch(self, reader: Reader, mode: DecodeMode, clock: KeyframeClock, why: str) -> None:
         if mode == DecodeMode.keyframes and hasattr(reader, "keyframe_wait_s"):
-            reader.keyframe_wait_s = 2 * (clock.interval_s or 0.0) + 1.0  # an OpenCV read waits for the next key frame
-        if mode == DecodeMode.every_frame and not wait_for_key:
-            log.warning("camera %r: cannot decode key frames only (%s); decoding every frame", self.camera_id, why)
-        reader.set_mode(mode, wait_for_key=wait_for_key)
+            # An OpenCV read waits for the next key frame; one that waits 10 intervals is a stream late with them.
+            reader.keyframe_wait_s = LATE_FACTOR * (clock.interval_s or 0.0)
+        reader.set_mode(mode)
         if self.on_decode_mode is not None:
             self.on_decode_mode(mode, clock.interval_s)
         self._announce(reader, clock.interval_s, why)
