@@ -6,13 +6,13 @@ frames are exactly where the test says; every test runs with PyAV and with the O
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from _clips import make_clip
 
 from streamcap.capture import CameraSource
 from streamcap.capture.hub import decode_settings
@@ -26,20 +26,6 @@ LIBRARIES = [
     DecoderLibrary.opencv,
 ]
 WAIT_S = 30.0  # generous: the box is shared
-
-
-def make_clip(path: Path, seconds: float, fps: int = 25, gop: int | None = None, key_times: str | None = None) -> Path:
-    """An H.264 MP4 of ffmpeg's test pattern with key frames every `gop` frames (or at `key_times`) and nowhere else."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("ffmpeg not found; apt-get install -y ffmpeg")
-    keys = ["-g", str(gop), "-keyint_min", str(gop)] if gop else ["-g", "100000", "-force_key_frames", key_times]
-    subprocess.run(
-        [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate={fps}", "-t", str(seconds),
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-bf", "0", "-sc_threshold", "0", *keys, str(path)],
-        check=True, timeout=120,
-    )  # fmt: skip
-    return path
 
 
 @pytest.fixture(scope="module")
