@@ -63,6 +63,9 @@ CLIPS = {1: DATA / "cctv_clips" / "videos" / "motorway-elevated.mp4",  # 960x540
 DECODERS = {
     "today": {"decode": {"library": "opencv", "threads_per_camera": 0}, "keyframes_only": False, "opencv_lock": True},
     "new": {"decode": {"library": "auto", "threads_per_camera": 1}, "keyframes_only": True, "opencv_lock": False},
+    # the new decoding with each library forced, to choose between them
+    "new-pyav": {"decode": {"library": "pyav", "threads_per_camera": 1}, "keyframes_only": True, "opencv_lock": False},
+    "new-opencv": {"decode": {"library": "opencv", "threads_per_camera": 1}, "keyframes_only": True, "opencv_lock": False},
 }
 
 
@@ -105,7 +108,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_one(args, captioner, clip: Path, cameras: int, decoder: str, own_rate: float, workdir: Path) -> dict:
+def run_one(args, captioner, clips: list[Path], cameras: int, decoder: str, own_rate: float, workdir: Path) -> dict:
     spec = DECODERS[decoder]
     # OpenCV reads this at every open: "1" (streamcap's default since issue 15) lets cameras open in parallel.
     os.environ["OPENCV_FFMPEG_IS_THREAD_SAFE"] = "0" if spec["opencv_lock"] else "1"
@@ -114,11 +117,11 @@ def run_one(args, captioner, clip: Path, cameras: int, decoder: str, own_rate: f
         sys.path.insert(0, str(REPO / "tests" / "integration"))
         from rtsp_fixtures import RtspServer, prepared_clip
 
-        served = prepared_clip(str(clip))
+        served = prepared_clip(str(clips[0]))
         server = RtspServer(served, count=cameras, path="cam", log_dir=workdir).start()
         urls = server.urls
     else:
-        urls = [str(clip)] * cameras
+        urls = [str(clips[i % len(clips)]) for i in range(cameras)]  # several clips: dealt out in turn
     jsonl = workdir / f"{decoder}-{cameras}-{time.monotonic_ns()}.jsonl"
     config = StreamcapConfig.model_validate({
         "device_id": "scale",
@@ -180,7 +183,7 @@ def run_one(args, captioner, clip: Path, cameras: int, decoder: str, own_rate: f
     asked = cameras / args.interval
     return {
         "decoder": decoder, "source": args.source, "cameras": cameras, "interval_s": args.interval, "gop_s": args.gop,
-        "clip": clip.name, "library": resolve_library(spec["decode"]["library"]).value, "modes": modes,
+        "clips": [c.name for c in clips], "library": resolve_library(spec["decode"]["library"]).value, "modes": modes,
         "connected": connected, "connect_s": None if connect_s is None else round(connect_s, 2),
         "cpu_per_camera_pct": round(100 * cpu / wall / cameras, 2),
         "decode_cpu_per_camera_pct": round(100 * (cpu - model_cpu) / wall / cameras, 2),
@@ -218,10 +221,11 @@ def print_table(results: list[dict]) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cameras", default="8,32,64,128", help="comma-separated camera counts")
-    p.add_argument("--decoders", default="today,new", help="today, new, or both (each count runs both, alternating)")
+    p.add_argument("--decoders", default="today,new", help=f"comma-separated, run in turn for each count: {', '.join(DECODERS)}")
     p.add_argument("--source", choices=("rtsp", "file"), default="rtsp")
     p.add_argument("--gop", type=int, choices=(1, 10), default=1, help="material with a key frame every 1 s or every 8-10 s")
-    p.add_argument("--clip", type=Path, help="use this H.264 clip instead (e.g. on the GPU box)")
+    p.add_argument("--clip", type=Path, nargs="+", help="use these H.264 clips instead (file cameras take them in turn; "
+                   "an RTSP server serves the first)")
     p.add_argument("--interval", type=float, default=1.0, help="caption interval per camera, seconds")
     p.add_argument("--seconds", type=float, default=25.0, help="measured window per run")
     p.add_argument("--warmup", type=float, default=8.0, help="after every camera connected (or --connect-timeout)")
@@ -240,18 +244,20 @@ def main() -> int:
         if why:
             print(f"skipped: {why}")
             return 0
-    clip = args.clip or CLIPS[args.gop]
-    if not clip.is_file():
-        sys.exit(f"{clip} not found: set STREAMCAP_DATA, or give --clip")
+    clips = args.clip or [CLIPS[args.gop]]
+    for clip in clips:
+        if not clip.is_file():
+            sys.exit(f"{clip} not found: set STREAMCAP_DATA, or give --clip")
     captioner = load_captioner(backend=args.backend, max_batch=args.max_batch)
-    own_rate = model_rate(captioner, clip, args.max_batch)
+    own_rate = model_rate(captioner, clips[0], args.max_batch)
     print(f"model {captioner.model_name} on {getattr(captioner, 'name', args.backend)}: {own_rate:.1f} captions/s alone at batch "
-          f"{args.max_batch}; clip {clip.name}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
+          f"{args.max_batch}; clips {', '.join(c.name for c in clips)}; {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.1f} at start")
     results = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     for cameras in [int(c) for c in args.cameras.split(",")]:
         for decoder in args.decoders.split(","):
-            result = run_one(args, captioner, clip, cameras, decoder, own_rate, workdir)
+            result = run_one(args, captioner, clips, cameras, decoder, own_rate, workdir)
             results.append(result)
             print_table([result])
             sys.stdout.flush()

@@ -46,15 +46,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from streamcap.camera_kinds import resolve_kind
-from streamcap.capture.keyframes import LATE_FACTOR, KeyframeClock, choose_mode
+from streamcap.capture.decode_mode import DecodeSteering
+from streamcap.capture.keyframes import KeyframeClock
 from streamcap.capture.pacing import FilePacer
 from streamcap.capture.readers import (
     DecodeSettings, KeyframesLateError, KeyframesUnusable, OpenError, ReadError, Reader, open_reader,
 )
 from streamcap.decoder_kinds import DecodeMode
-from streamcap.messages import (
-    CameraReconnecting, CameraState, CameraStateChanged, DecoderChanged, Frame, KeyframesLate, StatusEvent,
-)
+from streamcap.messages import CameraReconnecting, CameraState, CameraStateChanged, Frame, StatusEvent
 from streamcap.util.backoff import Backoff
 from streamcap.util.redact import redact_url
 
@@ -113,12 +112,10 @@ class CameraSource:
         self.wants_frame = wants_frame
         self.caption_interval_s = caption_interval_s  # None: every frame is wanted, so never key frames only
         self.keyframes_allowed = keyframes_allowed
-        self.on_decode_mode = on_decode_mode  # told when the mode changes (the sampler lets key frames come a little early)
         base = decode or DecodeSettings()
         self.decode = DecodeSettings(base.library, base.hardware, base.threads, open_timeout_s, read_timeout_s)
-        self._decoder_info: dict = {}
-        self._keyframes_unusable = not keyframes_allowed  # for good once key frames alone failed on this camera
-        self._late_reported = False
+        self._steering = DecodeSteering(camera_id, caption_interval_s, keyframes_allowed, self.decode.threads, self._emit,
+                                        on_decode_mode)
         self._backoff = Backoff(reconnect_initial_s, reconnect_max_s, rng=rng)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -134,6 +131,15 @@ class CameraSource:
         self._sink_errors = 0
         self._last_frame_at: float | None = None
         self._last_frame_mono: float | None = None
+
+    @property
+    def on_decode_mode(self) -> Callable[[DecodeMode, float | None], None] | None:
+        """Told when the decode mode changes (the hub lets its sampler take key frames a little early)."""
+        return self._steering.on_mode
+
+    @on_decode_mode.setter
+    def on_decode_mode(self, callback: Callable[[DecodeMode, float | None], None] | None) -> None:
+        self._steering.on_mode = callback
 
     @classmethod
     def from_config(cls, camera_id: str, cfg: Any, **kwargs: Any) -> CameraSource:
@@ -250,8 +256,7 @@ class CameraSource:
         is_file = self.kind == "file"
         pace = FilePacer(self._stop) if is_file else None
         clock = KeyframeClock()
-        self._late_reported = False
-        self._announce(reader, None, "")
+        self._steering.connected(reader)
         connected_mono: float | None = None
         rewound = False  # a read right after a rewind must succeed, or the file is broken
         while not self._stop.is_set():
@@ -259,14 +264,14 @@ class CameraSource:
                 item = reader.read(self._wants, pace)
             except KeyframesUnusable as exc:
                 if isinstance(exc, KeyframesLateError) and clock.interval_s:
-                    self._report_late(exc.waited_s, clock.interval_s)
-                return self._give_up_keyframes(str(exc))
+                    self._steering.report_late(exc.waited_s, clock.interval_s)
+                return self._steering.give_up(str(exc))
             except ReadError as exc:
                 return str(exc)
             if item is None:  # end of the file (or a file that does not decode)
                 if connected_mono is not None and reader.duration_s:
                     pace(reader.duration_s)  # a reader that skipped the last frames waits out the clip's end
-                    if (lost := self._steer(reader, clock, time.monotonic())) is not None:
+                    if (lost := self._steering.steer(reader, clock, time.monotonic())) is not None:
                         return lost
                 if connected_mono is None:
                     self._set_state(CameraState.down, "cannot decode any frame of the video file; replace the file or fix the url")
@@ -292,7 +297,7 @@ class CameraSource:
                     self._deliver(item.image, item.t_mono)
                 else:
                     self._count(item.t_mono)
-            lost = self._steer(reader, clock, item.t_mono)
+            lost = self._steering.steer(reader, clock, item.t_mono)
             if lost is not None:
                 return lost
         return None
@@ -300,84 +305,10 @@ class CameraSource:
     def _wants(self, t_mono: float) -> bool:
         return self.wants_frame is None or self.wants_frame(t_mono)
 
-    # -- decode mode -----------------------------------------------------------
-
-    def _report_late(self, waited_s: float, interval_s: float) -> None:
-        self._late_reported = True
-        log.warning("camera %r: no key frame for %.1f s (%.0fx its measured interval of %.2f s)",
-                    self.camera_id, waited_s, waited_s / interval_s, interval_s)
-        self._emit(KeyframesLate(self.camera_id, waited_s, interval_s, time.time()))
-
-    def _give_up_keyframes(self, why: str) -> str:
-        """Decode every frame from now on: reconnect, since the frames skipped so far are missing as references."""
-        self._keyframes_unusable = True
-        log.warning("camera %r: cannot decode key frames only (%s); decoding every frame from the next connection",
-                    self.camera_id, why)
-        return f"switching to every frame ({why})"
-
-    def _steer(self, reader: Reader, clock: KeyframeClock, now: float) -> str | None:
-        """Key frames only while they come at least as often as captions are due; report a stream late with them.
-
-        Returns why the stream must be reopened, or None."""
-        interval = clock.interval_s
-        if interval is None:
-            return None
-        late = clock.late_s(now)
-        if late is not None and not self._late_reported:
-            self._report_late(late, interval)
-            return self._give_up_keyframes(f"no key frame for {late:.1f} s") if reader.mode == DecodeMode.keyframes else None
-        if late is None:
-            self._late_reported = False
-        wanted = choose_mode(reader.mode, interval, None if self._keyframes_unusable else self.caption_interval_s)
-        if wanted != reader.mode:
-            self._switch(reader, wanted, clock, self._why(wanted, interval))
-        elif self._decoder_info.get("keyframe_interval_s") is None:  # measured for the first time: say what it means
-            self._announce(reader, interval, self._why(wanted, interval))
-        else:
-            self._decoder_info["keyframe_interval_s"] = round(interval, 3)
-        return None
-
-    def _why(self, mode: DecodeMode, interval: float) -> str:
-        if self.caption_interval_s is None:
-            return f"key frame every {interval:.2f} s; every frame is wanted"
-        if self._keyframes_unusable:
-            return f"key frame every {interval:.2f} s, but key frames alone do not decode here"
-        if mode == DecodeMode.keyframes:
-            return f"key frame every {interval:.2f} s, caption every {self.caption_interval_s:g} s"
-        return f"key frame every {interval:.2f} s is longer than the caption interval of {self.caption_interval_s:g} s"
-
-    def _switch(self, reader: Reader, mode: DecodeMode, clock: KeyframeClock, why: str) -> None:
-        if mode == DecodeMode.keyframes and hasattr(reader, "keyframe_wait_s"):
-            # An OpenCV read waits for the next key frame; one that waits 10 intervals is a stream late with them.
-            reader.keyframe_wait_s = LATE_FACTOR * (clock.interval_s or 0.0)
-        reader.set_mode(mode)
-        if self.on_decode_mode is not None:
-            self.on_decode_mode(mode, clock.interval_s)
-        self._announce(reader, clock.interval_s, why)
-
-    def _announce(self, reader: Reader, interval: float | None, why: str) -> None:
-        info = {"library": reader.library.value, "hardware": reader.hardware.value, "mode": reader.mode.value,
-                "keyframe_interval_s": None if interval is None else round(interval, 3), "threads": self.decode.threads}
-        if info == self._decoder_info:
-            return
-        first = not self._decoder_info
-        self._decoder_info = info
-        if first and reader.fallback:
-            log.warning("camera %r: %s; decoding on the CPU", self.camera_id, reader.fallback)
-        if interval is None:
-            log.info("camera %r: decoding with %s on %s, every frame until its key-frame interval is measured",
-                     self.camera_id, reader.library.value, reader.hardware.value)
-        else:
-            log.info("camera %r: decoding %s with %s on %s (%s)", self.camera_id,
-                     "key frames only" if reader.mode == DecodeMode.keyframes else "every frame",
-                     reader.library.value, reader.hardware.value, why)
-        self._emit(DecoderChanged(self.camera_id, info["library"], info["hardware"], info["mode"], info["keyframe_interval_s"],
-                                  why, time.time()))
-
     @property
     def decoder_info(self) -> dict:
         """How this camera decodes now (library, hardware, mode, key-frame interval); {} before it connected."""
-        return dict(self._decoder_info)
+        return self._steering.info
 
     def _count(self, grabbed_mono: float) -> None:
         self._next_frame_id += 1
