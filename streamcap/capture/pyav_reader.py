@@ -42,6 +42,11 @@ def _options(kind: str, settings: DecodeSettings) -> dict[str, str]:
     return {}
 
 
+# Skipped non-key packets are not handed back one by one (25 a second per camera), only this often, so
+# the camera can still tell a stream that stopped sending key frames.
+HEARTBEAT_S = 0.25
+
+
 class PyAVReader:
     library = DecoderLibrary.pyav
 
@@ -55,6 +60,7 @@ class PyAVReader:
         self.packets_skipped = 0
         self._await_key = False  # back to every_frame: decoding restarts at the next key frame
         self._failed_keys = 0
+        self._returned_at = 0.0
         self._ready: list[Decoded] = []
         codec = self._stream.codec_context
         codec.thread_count = threads  # 0 = FFmpeg's own choice: a thread per core, per camera
@@ -123,13 +129,19 @@ class PyAVReader:
                 pace(pts_s)
             now = time.monotonic()
             if packet.size and (self.mode == DecodeMode.keyframes or self._await_key):
+                if not key and now - self._returned_at < HEARTBEAT_S:
+                    self.packets_skipped += 1  # skipped here, without a round trip through the camera's loop
+                    continue
                 if not key or (self.mode == DecodeMode.keyframes and not wants(now)):
                     self.packets_skipped += 1
+                    self._returned_at = now
                     return Decoded(now, pts_s, key, decoded=False)
                 self._await_key = False
             self._decode(packet, key, wants)
             if packet.size and not self._ready:
+                self._returned_at = now
                 return Decoded(now, pts_s, key, decoded=False)  # e.g. the decoder holds it back for reordering
+        self._returned_at = time.monotonic()
         return self._ready.pop(0)
 
     def _decode(self, packet, key: bool, wants: Wants) -> None:
