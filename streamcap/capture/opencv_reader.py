@@ -64,12 +64,11 @@ class OpenCVReader:
     def set_mode(self, mode: DecodeMode) -> None:
         if mode == self.mode:
             return
-        position_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC) if self.kind == "file" and self._cap is not None else 0.0
         self.release()
         self.mode = mode
+        # A file starts again from its beginning (OpenCV's seek decodes its way forward, and with the
+        # non-key frames discarded it runs off the end); the pacer takes the clip's clock from there.
         self._open()  # OpenError propagates: the camera reconnects as after any lost stream
-        if position_ms > 0:
-            self._cap.set(cv2.CAP_PROP_POS_MSEC, position_ms)
 
     def read(self, wants: Wants, pace: Pace | None = None) -> Decoded | None:
         """The next decoded frame; None at the end of a file (or a file that does not decode)."""

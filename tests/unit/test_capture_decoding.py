@@ -86,6 +86,24 @@ def test_keyframes_mode_decodes_only_the_key_frames_at_their_timestamps(clips, l
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
+def test_switching_to_key_frames_in_the_middle_of_a_file_keeps_delivering_key_frames(clips, library):
+    # given a reader that decoded every frame for a second and a half
+    reader = open_reader(str(clips["gop1s"]), "file", DecodeSettings(library=library))
+    try:
+        while (item := reader.read(lambda t: False)) is None or item.pts_s is None or item.pts_s < 1.5:
+            assert item is not None, "the clip ended early"
+        # when it switches to key frames only
+        reader.set_mode(DecodeMode.keyframes)
+        after = [reader.read(lambda t: True) for _ in range(2)]
+    finally:
+        reader.release()
+
+    # then key frames keep coming (a reopened OpenCV capture starts the file again rather than seek past its end)
+    decoded = [a for a in after if a is not None and a.decoded]
+    assert decoded and all(d.key and d.image is not None for d in decoded), after
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
 def test_every_frame_mode_converts_only_the_frames_wanted(clips, library):
     # given the same clip, read in every-frame mode with a sampler that wants one frame in 25
     reader = open_reader(str(clips["gop1s"]), "file", DecodeSettings(library=library))
