@@ -15,6 +15,7 @@ from streamcap.config.schema import StreamcapConfig
 from streamcap.http import Auth, MetricsServer
 from streamcap.messages import DropCause
 from streamcap.metrics import Metrics
+from streamcap.util.bounded_http import Limits
 from streamcap.util.queues import BoundedQueue, Overflow
 from streamcap.pipeline import Pipeline
 from streamcap.publish.base import PublisherSet
@@ -63,7 +64,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
         )
     hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put,
                     decode=config.decode)
-    snapshots = SnapshotStore()
+    snapshots = SnapshotStore(max_bytes=config.snapshots.memory_mb << 20)
     spec = getattr(captioner, "spec", None)
     concepts = spec.concept_names if spec is not None else None
     engine, watcher = build_rules(config, known_concepts=concepts, snapshots=snapshots.jpeg)
@@ -92,7 +93,10 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
                         max_pending_captions=max_pending_captions, snapshots=snapshots, on_rules_changed=rules_listeners)
     http = None
     if config.http.enabled:
-        http = MetricsServer(metrics, config.http.host, config.http.port, live=live, auth=Auth.from_config(config.http.auth))
+        h = config.http
+        limits = Limits(max_connections=h.max_connections, max_streams=h.max_event_streams, header_timeout_s=h.header_timeout_s)
+        http = MetricsServer(metrics, h.host, h.port, live=live, auth=Auth.from_config(h.auth), limits=limits,
+                             allowed_hosts=h.allowed_hosts)
     log.info(
         "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",
         config.device_id, len(hub.cameras), captioner.model_name, getattr(captioner, "name", "torch"),

@@ -18,7 +18,8 @@ this file is the whole list of what `/metrics` shows:
                                               (each one is counted in drops{cause="captioner_behind"})
     drops{stage, cause, camera}      counter  anything dropped anywhere (frames, captions, alarms); cause is a DropCause
     rules_seconds                    histogram time to run every rule on one caption
-    batch_size                       histogram frames per model batch
+    batch_size                       histogram frames per model batch (1 to model.max_batch's 256)
+    http_refused{reason}             counter  HTTP connections refused (caps, slow or oversized request heads)
     latency_seconds{stage}           histogram capture_to_caption, caption_to_publish
     alarms_raised{camera, rule}      counter  alarms the rule engine raised
     captions_published{publisher}    counter  captions handed to a publisher
@@ -54,10 +55,11 @@ from streamcap.messages import (
     CameraReconnecting, CameraState, CameraStateChanged, DecoderChanged, DropCause, FramesDropped, KeyframesLate,
     PublisherError, PublisherState, PublisherStatus, StatusEvent,
 )
+from streamcap.util.bounded_http import Refusal
 
-# Batches rarely exceed 32 frames; latency spans a fast GPU (tens of ms) to a
-# loaded 2-core CPU (several seconds).
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+# Powers of two up to model.max_batch's upper bound; latency spans a fast GPU
+# (tens of ms) to a loaded 2-core CPU (several seconds).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RULES_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 SLOW_RULES_S = 0.1  # all rules on one caption taking longer than this is news for /healthz
@@ -113,6 +115,7 @@ class Metrics:
             "streamcap_latency_seconds", "Latency between two pipeline points", ["stage"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.http_refused = Counter("streamcap_http_refused", "HTTP connections refused, by reason", ["reason"], registry=r)
         self.alarms_raised = Counter("streamcap_alarms_raised", "Alarms raised by rules", ["camera", "rule"], registry=r)
         self.captions_published = Counter(
             "streamcap_captions_published", "Captions handed to a publisher", ["publisher"], registry=r
@@ -183,6 +186,9 @@ class Metrics:
 
     def count_drop(self, stage: str, cause: DropCause, count: int = 1, camera: str = "") -> None:
         self.drops.labels(stage=stage, cause=DropCause(cause).value, camera=camera).inc(count)
+
+    def count_http_refused(self, reason: Refusal) -> None:
+        self.http_refused.labels(reason=Refusal(reason).value).inc()
 
     def observe_rules(self, seconds: float) -> None:
         self.rules_seconds.observe(seconds)

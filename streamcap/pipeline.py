@@ -9,8 +9,10 @@
   captioned frame in the bounded SnapshotStore; captions carry only its id.
 - The dispatch thread publishes captions, runs the rules, publishes alarms
   (new, update, end; `tick` ends alarms of cameras that went quiet),
-  turns status events into metrics and camera-state messages and polls the
-  rule files for changes. Publishers never raise into it.
+  turns status events into metrics and camera-state messages and swaps in
+  rules the watcher's thread has read and compiled (reading a large rule
+  file takes seconds; the swap is one dictionary pass). Publishers never
+  raise into it.
 - The caption queue is bounded: when dispatch falls behind, the oldest
   caption is dropped and counted (alarms are raised from the captions that
   remain, so a backlog delays alarms rather than growing memory without end).
@@ -49,7 +51,7 @@ class Pipeline:
     def __init__(
         self,
         hub: CaptureHub,
-        captioner,  # anything with caption(frames) -> list[str] and model_name
+        captioner,  # anything with describe(images) -> list[Description] and model_name
         rules: RuleEngine,
         rule_watcher: RuleWatcher | None,
         publishers: PublisherSet,
@@ -77,6 +79,8 @@ class Pipeline:
 
     def start(self) -> None:
         self.publishers.start()
+        if self.rule_watcher is not None:
+            self.rule_watcher.start()
         self._dispatch.start()
         self._inference.start()
         self.hub.start()
@@ -127,7 +131,7 @@ class Pipeline:
             self._sync_camera_stats()
             if self.rule_watcher is not None:
                 try:
-                    if self.rule_watcher.poll():
+                    if self.rule_watcher.apply_ready():
                         for listener in self._on_rules_changed:  # e.g. Home Assistant's entities follow the rules
                             listener(self.rules.rules)
                 except Exception:  # noqa: BLE001 - a reload problem keeps the old rules
@@ -213,6 +217,8 @@ class Pipeline:
         """Stop readers, finish the last batch, drain captions, close publishers; join everything."""
         deadline = time.monotonic() + timeout_s
         self.stop_event.set()  # first: the inference loop must not spin on a closed batcher while readers join
+        if self.rule_watcher is not None:
+            self.rule_watcher.stop(min(2.0, timeout_s / 4))
         self.readers_stopped = self.hub.stop(min(1.5, timeout_s / 4))  # a reader hung in OpenCV is left behind
         self._inference.join(max(0.1, deadline - time.monotonic()))
         self._dispatch.join(max(0.1, deadline - time.monotonic()))

@@ -4,7 +4,7 @@
     hub.start()
     while not stop.is_set():                     # the one inference thread
         batch = hub.next_batch(timeout_s=0.5)    # FrameBatch | None
-        if batch: captions = captioner.caption([f.image for f in batch.frames])
+        if batch: descriptions = captioner.describe([f.image for f in batch.frames])  # caption + concepts per frame
     hub.stop()                                   # closes the batcher, stops and joins every reader
     hub.states()   # {camera_id: CameraState}
     hub.stats()    # {camera_id: CaptureStats}: frames read, reconnects, sampler skips, batcher drops

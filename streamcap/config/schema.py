@@ -7,6 +7,7 @@ models built directly in code keep paths as given.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import zoneinfo
@@ -321,7 +322,22 @@ class HttpAuthConfig(StrictModel):
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    """An address in 127.0.0.0/8 or ::1, or the name localhost (RFC 6761); any other name is not."""
+    if host.lower().rstrip(".") == "localhost":  # the server checks the address it actually binds, too
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+_HOST_NAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$", re.IGNORECASE)
+
+
+def _check_host_name(name: str) -> str:
+    if not _HOST_NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a host name (letters, digits, - and _ in dot-separated labels, no port)")
+    return name.lower().rstrip(".")
 
 
 class HttpConfig(StrictModel):
@@ -330,6 +346,25 @@ class HttpConfig(StrictModel):
     port: int = Field(default=9108, ge=1, le=65535, description="HTTP port.")
     page: bool = Field(default=True, description="Serve the live page: camera tiles, captions, alarms, updated live.")
     auth: HttpAuthConfig | None = Field(default=None, description="Token or basic auth; required when host is not loopback.")
+    allowed_hosts: list[Annotated[str, AfterValidator(_check_host_name)]] = Field(
+        default_factory=list, max_length=100,
+        description="Host names, besides IP addresses, localhost and `host`, under which the page may be opened "
+                    "(e.g. cctv.example.lan); requests naming any other host get 403 (a guard against DNS rebinding).")
+    max_connections: int = Field(default=64, ge=4, le=4096,
+                                 description="Open HTTP connections at most; one more gets 503 (or evicts the oldest "
+                                             "connection still sending its request).")
+    max_event_streams: int = Field(default=16, ge=1, le=1024,
+                                   description="Live pages open at once (each holds an event stream); one more gets 503. "
+                                               "Must be below max_connections.")
+    header_timeout_s: float = Field(default=5.0, ge=0.5, le=60,
+                                    description="A client must send its whole request head within this, else 408.")
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> HttpConfig:
+        if self.max_event_streams >= self.max_connections:
+            raise ValueError(f"max_event_streams ({self.max_event_streams}) must be below max_connections "
+                             f"({self.max_connections}), so pages and metrics can still be served")
+        return self
 
     @model_validator(mode="after")
     def _check_exposure(self) -> HttpConfig:
@@ -337,6 +372,14 @@ class HttpConfig(StrictModel):
             raise ValueError(f"host {self.host} exposes the page and metrics on the network: add auth (a token or a "
                              "username and password from the environment), or bind 127.0.0.1")
         return self
+
+
+class SnapshotsConfig(StrictModel):
+    memory_mb: int = Field(
+        default=256, ge=16, le=65_536,
+        description="Memory for the captioned frames kept for alarm snapshots and the live page (each camera's "
+                    "newest few; the oldest go first). A 720p frame takes 2.8 MB, a 1080p one 6.2 MB: give at least "
+                    "model.max_batch frames, so an alarm always finds its frame.")
 
 
 class StreamcapConfig(StrictModel):
@@ -349,6 +392,7 @@ class StreamcapConfig(StrictModel):
     mqtt: MqttConfig | None = Field(default=None, description="MQTT broker; omit to run without one.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Local outputs (console, JSON lines).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig, description="Frames kept for alarm snapshots and the page.")
     _document: Any = PrivateAttr(default=None)  # the YamlDocument it was loaded from, for positions in later errors
 
     def __eq__(self, other: object) -> bool:  # where a config came from is not part of what it says
