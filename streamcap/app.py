@@ -77,7 +77,8 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
             model_path=m.path, backend=m.backend, beam_size=m.beam_size, length_penalty=m.length_penalty,
             precision=m.precision, max_batch=m.max_batch, encoder_weights=m.encoder_weights,
         )
-    hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put)
+    hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put,
+                    decode=config.decode)
     snapshots = SnapshotStore(max_bytes=config.snapshots.memory_mb << 20)
     spec = getattr(captioner, "spec", None)
     concepts = spec.concept_names if spec is not None else None
@@ -99,7 +100,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
         publishers.append(ConsolePublisher(stream=console_stream, jsonl_path=config.outputs.jsonl, metrics=metrics, console=config.outputs.console))
     live = None
     if config.http.enabled and config.http.page:
-        live = LivePage(config.device_id, list(config.enabled_cameras), snapshots)
+        live = LivePage(config.device_id, list(config.enabled_cameras), snapshots, decoder_info=hub.decoder_info)
         publishers.append(live)
     if history is not None:  # fed like a publisher: the dispatch thread only queues, one writer thread writes
         publishers.append(HistoryRecorder(history, metrics, snapshots))

@@ -8,6 +8,14 @@ this file is the whole list of what `/metrics` shows:
     frames_captioned{camera}         counter  frames that came out of the model with a caption
     camera_reconnects{camera}        counter  reconnect attempts of a camera source
     camera_state{camera}             enum     connecting|connected|reconnecting|down|stopped
+    camera_decode_mode{camera}       enum     keyframes|every_frame
+    camera_decoder{camera, library, hardware}  gauge  1 for what decodes the camera now (pyav|opencv, cpu|nvdec|jetson)
+    camera_keyframe_interval_seconds{camera}  gauge  the stream's key-frame interval, measured
+    keyframes_late{camera}           counter  times a stream sent no key frame for 10x its interval
+    captions_asked_per_second        gauge    frames the samplers passed on, over the last 10 s
+    captions_made_per_second         gauge    frames the model took, over the last 10 s
+    caption_shortfall_per_second     gauge    asked - made: the cameras' frames the model could not take
+                                              (each one is counted in drops{cause="captioner_behind"})
     drops{stage, cause, camera}      counter  anything dropped anywhere (frames, captions, alarms); cause is a DropCause
     rules_seconds                    histogram time to run every rule on one caption
     batch_size                       histogram frames per model batch (1 to model.max_batch's 256)
@@ -30,11 +38,13 @@ Every label set is bounded: stages and causes are closed sets, cameras and
 rules come from the config. Status events from the side channel are folded
 in by `observe_status`, which dispatches on the event's type.
 
-`Metrics` also keeps the little state `/healthz` reports (camera states, last
-frame time, publisher states, slow rules); `health()` turns it into the JSON
-document: `ok`, `degraded` (a camera or the broker is away, rules are slow,
-or the history is not being written: a full disk) or `failed` (a publisher
-cannot work at all: alarms are not leaving).
+`Metrics` also keeps the little state `/healthz` reports (camera states and
+decoders, last frame time, publisher states, slow rules, the caption load,
+the history's state); `health()` turns it into the JSON document: `ok`,
+`degraded` (a camera or the broker is away, rules are slow, the model makes
+fewer captions than the cameras ask: then `reason` says so, or the history is
+not being written: a full disk) or `failed` (a publisher cannot work at all:
+alarms are not leaving).
 """
 from __future__ import annotations
 
@@ -44,9 +54,10 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
+from streamcap.decoder_kinds import DecodeMode
 from streamcap.messages import (
-    CameraReconnecting, CameraState, CameraStateChanged, DropCause, FramesDropped, PublisherError, PublisherState,
-    PublisherStatus, StatusEvent,
+    CameraReconnecting, CameraState, CameraStateChanged, DecoderChanged, DropCause, FramesDropped, KeyframesLate,
+    PublisherError, PublisherState, PublisherStatus, StatusEvent,
 )
 from streamcap.util.bounded_http import Refusal
 
@@ -83,6 +94,19 @@ class Metrics:
             "streamcap_camera_state", "Camera connection state", ["camera"],
             states=[s.value for s in CameraState], registry=r,
         )
+        self.camera_decode_mode = Enum("streamcap_camera_decode_mode", "Key frames only, or every frame decoded", ["camera"],
+                                       states=[m.value for m in DecodeMode], registry=r)
+        self.camera_decoder = Gauge("streamcap_camera_decoder", "1 for the library and hardware decoding the camera now",
+                                    ["camera", "library", "hardware"], registry=r)
+        self.camera_keyframe_interval = Gauge("streamcap_camera_keyframe_interval_seconds",
+                                              "The stream's key-frame interval, measured", ["camera"], registry=r)
+        self.keyframes_late = Counter("streamcap_keyframes_late", "Times a stream sent no key frame for 10x its interval",
+                                      ["camera"], registry=r)
+        self.captions_asked = Gauge("streamcap_captions_asked_per_second", "Frames the samplers passed on, last 10 s",
+                                    registry=r)
+        self.captions_made = Gauge("streamcap_captions_made_per_second", "Frames the model took, last 10 s", registry=r)
+        self.caption_shortfall = Gauge("streamcap_caption_shortfall_per_second",
+                                       "Frames per second the model could not take (asked - made)", registry=r)
         self.drops = Counter("streamcap_drops", "Items dropped, by stage, cause and camera", ["stage", "cause", "camera"], registry=r)
         self.rules_seconds = Histogram("streamcap_rules_seconds", "Time to run every rule on one caption",
                                        buckets=RULES_BUCKETS, registry=r)
@@ -122,6 +146,7 @@ class Metrics:
         self._cameras: dict[str, dict] = {}
         self._publishers: dict[str, dict] = {}  # only those that report a state (MQTT); console does not
         self._spool_depth = 0
+        self._model_load: dict = {}
         self._slow_rules_until = 0.0
         self._slowest_rules_s = 0.0
 
@@ -131,6 +156,28 @@ class Metrics:
         self.camera_state.labels(camera=camera).state(state.value)
         with self._lock:
             self._cameras.setdefault(camera, {"last_frame_at": None})["state"] = state.value
+
+    def set_decoder(self, event: DecoderChanged) -> None:
+        camera = event.camera_id
+        with self._lock:
+            info = self._cameras.setdefault(camera, {"state": CameraState.connecting.value, "last_frame_at": None})
+            previous = info.get("decoder")
+            info["decoder"] = {"library": event.library, "hardware": event.hardware, "mode": event.mode,
+                               "keyframe_interval_s": event.keyframe_interval_s}
+        if previous and (previous["library"], previous["hardware"]) != (event.library, event.hardware):
+            self.camera_decoder.labels(camera, previous["library"], previous["hardware"]).set(0)
+        self.camera_decoder.labels(camera, event.library, event.hardware).set(1)
+        self.camera_decode_mode.labels(camera=camera).state(event.mode)
+        if event.keyframe_interval_s is not None:
+            self.camera_keyframe_interval.labels(camera=camera).set(event.keyframe_interval_s)
+
+    def set_caption_load(self, asked_per_s: float, made_per_s: float, cameras_asking: int, behind: str | None) -> None:
+        self.captions_asked.set(asked_per_s)
+        self.captions_made.set(made_per_s)
+        self.caption_shortfall.set(max(0.0, asked_per_s - made_per_s))
+        with self._lock:
+            self._model_load = {"asked_per_s": round(asked_per_s, 2), "made_per_s": round(made_per_s, 2),
+                                "cameras_asking": cameras_asking, "behind": behind}
 
     def note_last_frame(self, camera: str, captured_at: float | None) -> None:
         with self._lock:
@@ -179,6 +226,10 @@ class Metrics:
             self.camera_reconnects.labels(camera=event.camera_id).inc()
         elif isinstance(event, FramesDropped):
             self.count_drop(event.stage, event.cause, event.count, event.camera_id)
+        elif isinstance(event, DecoderChanged):
+            self.set_decoder(event)
+        elif isinstance(event, KeyframesLate):
+            self.keyframes_late.labels(camera=event.camera_id).inc()
         elif isinstance(event, PublisherStatus):
             self.set_publisher_state(event.publisher, event.state, event.detail)
         elif isinstance(event, PublisherError):
@@ -189,7 +240,7 @@ class Metrics:
         with self._lock:
             cameras = {
                 cam: {"state": info.get("state", CameraState.connecting.value),
-                      "last_frame_time": iso_time(info.get("last_frame_at"))}
+                      "last_frame_time": iso_time(info.get("last_frame_at")), "decoder": info.get("decoder")}
                 for cam, info in sorted(self._cameras.items())
             }
             publishers = {name: dict(info) for name, info in sorted(self._publishers.items())}
@@ -198,15 +249,22 @@ class Metrics:
                 mqtt["spool_depth"] = self._spool_depth
             slow = time.monotonic() < self._slow_rules_until
             rules = {"slow": slow, "slowest_ms": round(self._slowest_rules_s * 1000, 1)}
+            model = dict(self._model_load) or None
             history = dict(self._history) if self._history is not None else None
+        behind = model.get("behind") if model else None
         history_down = history is not None and history["state"] in ("paused", "failed")
         if any(p["state"] == PublisherState.failed.value for p in publishers.values()):
             status = "failed"
         elif (all(c["state"] == CameraState.connected.value for c in cameras.values())
               and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow
-              and not history_down):
+              and not behind and not history_down):
             status = "ok"
         else:
             status = "degraded"
-        return {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
-                "publishers": publishers, "rules": rules, "history": history}
+        doc = {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
+               "publishers": publishers, "rules": rules, "model": model, "history": history}
+        if behind:
+            doc["reason"] = behind
+        elif history_down:
+            doc["reason"] = f"history {history['state']}: {history['detail']}"
+        return doc

@@ -33,7 +33,8 @@ import time
 from typing import Callable
 
 from streamcap.capture.hub import CaptureHub
-from streamcap.messages import AlarmType, CameraStateChanged, Caption, DropCause, StatusEvent
+from streamcap.capture.load import CaptionLoad
+from streamcap.messages import AlarmType, CameraStateChanged, Caption, DecoderChanged, DropCause, StatusEvent
 from streamcap.metrics import Metrics
 from streamcap.publish.base import PublisherSet
 from streamcap.rules.engine import RuleEngine
@@ -73,6 +74,8 @@ class Pipeline:
         self._on_rules_changed = list(on_rules_changed or [])
         self._frames_counted: dict[str, int] = {}
         self._next_stats_sync = 0.0
+        self._load = CaptionLoad()
+        self._behind_logged = False
 
     def start(self) -> None:
         self.publishers.start()
@@ -172,10 +175,12 @@ class Pipeline:
             except queue.Empty:
                 return
             self.metrics.observe_status(event)
-            if isinstance(event, CameraStateChanged):
+            if isinstance(event, (CameraStateChanged, DecoderChanged)):  # a decode mode shows with the camera's state
                 camera = self.hub.cameras.get(event.camera_id)
-                last = camera.stats().last_frame_at if camera is not None else None
-                self.publishers.publish_camera_state(event.camera_id, event.state, last)
+                if camera is None:
+                    continue
+                state = event.state if isinstance(event, CameraStateChanged) else camera.state
+                self.publishers.publish_camera_state(event.camera_id, state, camera.stats().last_frame_at)
 
     def _sync_camera_stats(self) -> None:
         """Readers count frames without touching metrics (they must never block); fold the counts in once a second."""
@@ -185,6 +190,7 @@ class Pipeline:
         self._next_stats_sync = now + 1.0
         for report in self.hub.batcher.flush_drop_reports():  # exact within a second, however rate-limited the log is
             self.metrics.observe_status(report)
+        self._observe_load(now)
         for camera_id, camera in self.hub.cameras.items():
             stats = camera.stats()
             new = stats.frames_read - self._frames_counted.get(camera_id, 0)
@@ -192,6 +198,19 @@ class Pipeline:
                 self.metrics.frames_read.labels(camera=camera_id).inc(new)
                 self._frames_counted[camera_id] = stats.frames_read
                 self.metrics.note_last_frame(camera_id, stats.last_frame_at)
+
+    def _observe_load(self, now: float) -> None:
+        """Captions asked for against captions made: the shortfall in /metrics, `degraded` in /healthz when behind."""
+        asked = {camera_id: sampler.stats().accepted for camera_id, sampler in self.hub.samplers.items()}
+        self._load.update(now, self.hub.batcher.stats().frames_batched, asked)
+        behind = self._load.behind
+        if bool(behind) != self._behind_logged:  # the transitions, not every second's numbers
+            if behind:
+                log.warning("%s: each camera's newest frame waits its turn; the rest are dropped and counted", behind)
+            else:
+                log.info("model keeps up again: %.3g captions/s asked, %.3g made", self._load.asked_per_s, self._load.made_per_s)
+            self._behind_logged = bool(behind)
+        self.metrics.set_caption_load(self._load.asked_per_s, self._load.made_per_s, self._load.cameras_asking, behind)
 
     # --- shutdown --------------------------------------------------------------
     def stop(self, timeout_s: float = 10.0) -> None:

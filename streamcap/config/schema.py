@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from streamcap.camera_kinds import SCHEME_RE, SourceKind, resolve_kind
+from streamcap.decoder_kinds import DecoderKind, DecoderLibrary
 from streamcap.util.redact import redact_url
 
 ID_PATTERN = r"^[a-z0-9_-]+$"
@@ -125,6 +126,16 @@ class CameraConfig(StrictModel):
     reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect delay; doubles on each failure.")
     reconnect_max_s: float = Field(default=2.0, gt=0, le=3600, description="Upper bound of the reconnect delay: a camera that comes back is captioned again within about this.")
     snapshot: bool = Field(default=True, description="Allow JPEG snapshots of this camera in alarms.")
+    decoder: DecoderKind | None = Field(
+        default=None,
+        description="Where this camera's video is decoded: auto, cpu, nvdec (NVIDIA GPU) or jetson (the Jetson's decoder). "
+        "Default: the box's `decode.decoder`. A decoder this box lacks falls back to the CPU with one log line.",
+    )
+    keyframes_only: bool = Field(
+        default=True,
+        description="Decode only key frames when the stream's key-frame interval, measured at connect, is no longer than "
+        "caption_interval_s (far less CPU per camera); false decodes every frame and converts only those captioned.",
+    )
 
     @field_validator("url", mode="before")
     @classmethod
@@ -176,6 +187,23 @@ class ModelConfig(StrictModel):
     max_batch: int = Field(default=8, ge=1, le=256, description="Most frames encoded together in one batch.")
     max_wait_ms: float = Field(default=50.0, ge=0, le=10_000, description="Longest a frame waits for a batch to fill before it is encoded anyway.")
     precision: Precision = Field(default=Precision.fp32, description="Numeric precision of the encoder: fp32, fp16 (GPU), int8 (TensorRT).")
+
+
+class DecodeConfig(StrictModel):
+    decoder: DecoderKind = Field(
+        default=DecoderKind.auto,
+        description="The box's default decoder for its cameras: auto (the Jetson's or an NVIDIA GPU's decoder where "
+        "present and usable, else the CPU), cpu, nvdec or jetson. A camera's own `decoder` overrides it.",
+    )
+    library: DecoderLibrary = Field(
+        default=DecoderLibrary.auto,
+        description="What decodes: auto (PyAV where installed, else OpenCV), pyav, or opencv.",
+    )
+    threads_per_camera: int = Field(
+        default=1, ge=0, le=16,
+        description="FFmpeg decoding threads per camera. 1 keeps a box of many cameras from drowning in threads; "
+        "0 is FFmpeg's own default of one per core for every camera (only for comparison).",
+    )
 
 
 class RulesConfig(StrictModel):
@@ -393,6 +421,7 @@ class StreamcapConfig(StrictModel):
     timezone: TimeZone = Field(default="UTC", description="IANA time zone for rule schedules (e.g. Europe/Paris).")
     cameras: dict[Id, CameraConfig] = Field(default_factory=dict, description="Cameras by id; ids become MQTT topic segments.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Caption model and inference settings.")
+    decode: DecodeConfig = Field(default_factory=DecodeConfig, description="How camera video is decoded (the box's defaults).")
     rules: RulesConfig = Field(default_factory=RulesConfig, description="Alert rule files.")
     mqtt: MqttConfig | None = Field(default=None, description="MQTT broker; omit to run without one.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Local outputs (console, JSON lines).")

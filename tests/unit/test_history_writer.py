@@ -176,4 +176,5 @@ def test_health_says_when_the_history_is_not_being_written(state, status):
     metrics.set_history_state(state, "the disk is full at /x" if state == "paused" else "")
     health = metrics.health()
     assert health["status"] == status and health["history"]["state"] == state
+    assert ("the disk is full at /x" in health.get("reason", "")) is (state == "paused")
     assert metrics.registry.get_sample_value("streamcap_history_state", {"streamcap_history_state": state}) == 1
