@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from streamcap.backends.select import load_captioner
 from streamcap.capture.hub import build_hub
 from streamcap.config.schema import StreamcapConfig
+from streamcap.history.query import History
+from streamcap.history.store import HistoryUnavailable, preflight as history_preflight
+from streamcap.history.writer import HistoryRecorder
 from streamcap.http import Auth, MetricsServer
 from streamcap.messages import DropCause
 from streamcap.metrics import Metrics
+from streamcap.util.bounded_http import Limits
 from streamcap.util.queues import BoundedQueue, Overflow
 from streamcap.pipeline import Pipeline
 from streamcap.publish.base import PublisherSet
@@ -50,7 +54,19 @@ class App:
 def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pending_captions: int = 256) -> App:
     if config.mqtt is not None:
         preflight(config.mqtt)  # first and fast: a box that cannot deliver alarms must not start looking healthy
+    history, history_off = (config.history, "") if config.history.enabled else (None, "history.enabled is false")
+    if history is not None:
+        try:
+            history_preflight(history.path)
+        except HistoryUnavailable as exc:
+            if "path" in history.model_fields_set:
+                raise  # a folder the config names must work
+            # The default folder (beside the config file) may be read-only: the box runs, without a history.
+            log.warning("%s; running without a history", exc)
+            history, history_off = None, str(exc)
     metrics = Metrics()
+    if history is None:
+        metrics.set_history_state("off", history_off)
     # Status events are small and rate-limited at their source; the bound only guards against a stuck dispatch thread.
     status_events = BoundedQueue("status", 10_000, Overflow.drop_oldest,
                                  on_drop=lambda event: metrics.count_drop("status", DropCause.backlog))
@@ -61,8 +77,9 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
             model_path=m.path, backend=m.backend, beam_size=m.beam_size, length_penalty=m.length_penalty,
             precision=m.precision, max_batch=m.max_batch, encoder_weights=m.encoder_weights, input_size=m.input_size,
         )
-    hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put)
-    snapshots = SnapshotStore()
+    hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put,
+                    decode=config.decode)
+    snapshots = SnapshotStore(max_bytes=config.snapshots.memory_mb << 20)
     spec = getattr(captioner, "spec", None)
     concepts = spec.concept_names if spec is not None else None
     engine, watcher = build_rules(config, known_concepts=concepts, snapshots=snapshots.jpeg)
@@ -83,15 +100,20 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
         publishers.append(ConsolePublisher(stream=console_stream, jsonl_path=config.outputs.jsonl, metrics=metrics, console=config.outputs.console))
     live = None
     if config.http.enabled and config.http.page:
-        live = LivePage(config.device_id, list(config.enabled_cameras), snapshots)
+        live = LivePage(config.device_id, list(config.enabled_cameras), snapshots, decoder_info=hub.decoder_info)
         publishers.append(live)
+    if history is not None:  # fed like a publisher: the dispatch thread only queues, one writer thread writes
+        publishers.append(HistoryRecorder(history, metrics, snapshots))
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
     pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events,
                         max_pending_captions=max_pending_captions, snapshots=snapshots, on_rules_changed=rules_listeners)
     http = None
     if config.http.enabled:
-        http = MetricsServer(metrics, config.http.host, config.http.port, live=live, auth=Auth.from_config(config.http.auth))
+        h = config.http
+        limits = Limits(max_connections=h.max_connections, max_streams=h.max_event_streams, header_timeout_s=h.header_timeout_s)
+        http = MetricsServer(metrics, h.host, h.port, live=live, auth=Auth.from_config(h.auth), limits=limits,
+                             allowed_hosts=h.allowed_hosts, history=History(history.path) if history is not None else None)
     log.info(
         "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",
         config.device_id, len(hub.cameras), captioner.model_name, getattr(captioner, "name", "torch"),

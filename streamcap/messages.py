@@ -100,6 +100,8 @@ class DropCause(StrEnum):
     backlog = "backlog"  # a bounded queue was full (DROP_OLDEST)
     disconnected = "disconnected"  # best-effort messages while the broker is away
     spool_full = "spool_full"  # the alarm spool reached its bound
+    disk_full = "disk_full"  # the history's disk is full: not written until space returns
+    write_error = "write_error"  # the history database failed otherwise (unwritable, damaged while running)
     shutdown = "shutdown"  # still waiting when streamcap stopped
 
 
@@ -136,7 +138,7 @@ class CameraReconnecting:
 class FramesDropped:
     """`count` more items dropped since the last event of this (stage, source, cause)."""
 
-    stage: str  # "batcher", "inference", "dispatch", "publish_mqtt", "spool"
+    stage: str  # "batcher", "inference", "dispatch", "publish_mqtt", "spool", "history"
     cause: DropCause
     count: int
     camera_id: str = ""  # the camera they belonged to, when there is one
@@ -159,4 +161,28 @@ class PublisherError:
     at: float = 0.0
 
 
-StatusEvent = CameraStateChanged | CameraReconnecting | FramesDropped | PublisherStatus | PublisherError
+@dataclass(frozen=True)
+class DecoderChanged:
+    """How a camera decodes now: after it connects, and when its decode mode changes."""
+
+    camera_id: str
+    library: str  # a DecoderLibrary: pyav | opencv
+    hardware: str  # a DecoderKind: cpu | nvdec | jetson
+    mode: str  # a DecodeMode: keyframes | every_frame
+    keyframe_interval_s: float | None  # measured; None until two key frames came
+    detail: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class KeyframesLate:
+    """A stream sent no key frame for many times its measured key-frame interval."""
+
+    camera_id: str
+    waited_s: float
+    interval_s: float
+    at: float = 0.0
+
+
+StatusEvent = (CameraStateChanged | CameraReconnecting | FramesDropped | PublisherStatus | PublisherError
+               | DecoderChanged | KeyframesLate)

@@ -57,7 +57,10 @@ def test_minimal_config_gets_defaults(tmp_path):
 
 
 def test_empty_file_is_all_defaults(tmp_path):
-    assert load_config(write(tmp_path, "# nothing yet\n"), env={}) == StreamcapConfig()
+    config = load_config(write(tmp_path, "# nothing yet\n"), env={})
+    # the default history folder is relative to the file, like every relative path in it
+    assert config.history.path == tmp_path / ".streamcap" / "history"
+    assert config.model_copy(update={"history": StreamcapConfig().history}) == StreamcapConfig()
 
 
 BAD_CONFIGS = [
