@@ -21,15 +21,20 @@ this file is the whole list of what `/metrics` shows:
     mqtt_reconnects                  counter  broker connections after the first
     spool_depth                      gauge    alarms waiting in the on-disk spool
     spool_dropped                    counter  alarms dropped because the spool was full
+    mqtt_refused{reason}             counter  publishes the broker refused (MQTT 5 reason code, e.g. "Not authorized")
 
 Every label set is bounded: stages and causes are closed sets, cameras and
 rules come from the config. Status events from the side channel are folded
 in by `observe_status`, which dispatches on the event's type.
 
 `Metrics` also keeps the little state `/healthz` reports (camera states, last
-frame time, publisher states, slow rules); `health()` turns it into the JSON
-document: `ok`, `degraded` (a camera or the broker is away, or rules are
-slow) or `failed` (a publisher cannot work at all: alarms are not leaving).
+frame time, publisher states, slow rules, named problems); `health()` turns it
+into the JSON document: `ok`, `degraded` (a camera or the broker is away, rules
+are slow, the spool's disk is full) or `failed` (a publisher cannot work at
+all, the broker refuses our publishes, another client took our session, an
+output cannot write: alarms or records are not leaving). Problems are set and
+cleared by the component that knows (`set_problem`), each with the fields a
+person needs to fix it.
 """
 from __future__ import annotations
 
@@ -105,7 +110,11 @@ class Metrics:
         self.spool_dropped = Counter(
             "streamcap_spool_dropped", "Alarms dropped because the spool was full", registry=r
         )
+        self.mqtt_refused = Counter(
+            "streamcap_mqtt_refused", "Publishes the broker refused (MQTT 5 reason code)", ["reason"], registry=r
+        )
         self._lock = threading.Lock()
+        self._problems: dict[tuple[str, str], dict] = {}  # (problem, subject) -> status and fields
         self._cameras: dict[str, dict] = {}
         self._publishers: dict[str, dict] = {}  # only those that report a state (MQTT); console does not
         self._spool_depth = 0
@@ -149,6 +158,17 @@ class Metrics:
         with self._lock:
             self._spool_depth = depth
 
+    def set_problem(self, problem: str, status: str | None, subject: str = "", **fields) -> None:
+        """Name a condition that keeps /healthz from ok ("degraded" or "failed"), with what a person needs to fix
+        it; status None clears it. `subject` tells apart several of one kind (e.g. the refused topic)."""
+        if status not in (None, "degraded", "failed"):
+            raise ValueError(f"problem status must be degraded or failed, not {status!r}")
+        with self._lock:
+            if status is None:
+                self._problems.pop((problem, subject), None)
+            else:
+                self._problems[(problem, subject)] = {"problem": problem, "status": status, **fields}
+
     def observe_status(self, event: StatusEvent) -> None:
         """Fold a side-channel status event into the metrics, by its type."""
         if isinstance(event, CameraStateChanged):
@@ -176,12 +196,15 @@ class Metrics:
                 mqtt["spool_depth"] = self._spool_depth
             slow = time.monotonic() < self._slow_rules_until
             rules = {"slow": slow, "slowest_ms": round(self._slowest_rules_s * 1000, 1)}
-        if any(p["state"] == PublisherState.failed.value for p in publishers.values()):
+            problems = [dict(p) for _, p in sorted(self._problems.items())]
+        if (any(p["state"] == PublisherState.failed.value for p in publishers.values())
+                or any(p["status"] == "failed" for p in problems)):
             status = "failed"
         elif (all(c["state"] == CameraState.connected.value for c in cameras.values())
-              and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow):
+              and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow
+              and not problems):
             status = "ok"
         else:
             status = "degraded"
         return {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
-                "publishers": publishers, "rules": rules}
+                "publishers": publishers, "rules": rules, "problems": problems}
