@@ -47,7 +47,9 @@ DB_NAME = "alarms.sqlite3"
 LOCK_NAME = "spool.lock"
 WAL_PAGES = 256  # checkpoint this often (about 1 MiB of 4 KiB pages) ...
 WAL_LIMIT_BYTES = 1 << 20  # ... and trim the WAL file back to this afterwards
-COMPACT_ABOVE_BYTES = 1 << 20  # an empty spool gives back free pages and WAL beyond this
+COMPACT_ABOVE_BYTES = 1 << 20  # an empty spool gives back free pages and WAL beyond this ...
+COMPACT_STEP_PAGES = 128  # ... this many pages per step
+COMPACT_MAX_STEPS = 4096  # (a 2 GiB spool)
 
 
 class SpoolLockedError(RuntimeError):
@@ -162,12 +164,17 @@ def record_alarm(db: sqlite3.Connection, alarm_id: str, record: tuple[str, bytes
 def compact(db: sqlite3.Connection, path: Path) -> None:
     """The spool is empty: give the WAL and free pages back to the filesystem, when there is more than a little."""
     try:
-        (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
-        (page_size,) = db.execute("PRAGMA page_size").fetchone()
         wal = Path(f"{path}-wal")
-        wal_bytes = wal.stat().st_size if wal.exists() else 0
-        if free_pages * page_size + wal_bytes > COMPACT_ABOVE_BYTES:
-            db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per call
+        if path.stat().st_size + (wal.stat().st_size if wal.exists() else 0) <= COMPACT_ABOVE_BYTES:
+            return
+        # In steps with a checkpoint after each: the vacuum writes to the WAL, and on a nearly full disk
+        # the WAL has room for a step, not for the whole; each checkpoint also shortens the database file.
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for _ in range(COMPACT_MAX_STEPS):
+            (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
+            if not free_pages:
+                break
+            db.executescript(f"PRAGMA incremental_vacuum({COMPACT_STEP_PAGES});")  # execute() frees one page per call
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except (OSError, sqlite3.Error) as exc:
         log.debug("alarm spool %s: compaction skipped: %s", path, exc)
