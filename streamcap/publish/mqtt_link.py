@@ -13,7 +13,8 @@ What paho does not watch for us:
   `reconnect_max_s`.
 - **Session taken over.** Another client connecting with our client id
   (almost always a second box with the same `device_id`) makes the broker
-  drop us: MQTT 5 says so (DISCONNECT 0x8E); 3.1.1 just closes, so three
+  drop us. MQTT 5 lets the broker say so (DISCONNECT 0x8E); mosquitto
+  2.0 just closes the connection, as every 3.1.1 broker does, so three
   connections in a row closed within `QUICK_DROP_S` of their CONNACK count as
   the same. It is logged as an error naming the device_id and makes /healthz
   `failed` until a connection has held for `TAKEOVER_CLEAR_S`. A box that
@@ -106,10 +107,13 @@ class BrokerLink:
         if stopping:
             return
         if getattr(reason_code, "value", None) == SESSION_TAKEN_OVER:
-            self._taken_over(f"the broker says {reason_text(reason_code)}")
+            self._taken_over(f"another client connected with this box's client id {self._client_id} (the broker "
+                             f"says {reason_text(reason_code)})")
         elif held is not None and quick_drops >= QUICK_DROPS:
+            # mosquitto 2.0 closes the old connection without a reason, on MQTT 5 too.
             self._taken_over(f"the broker closed {quick_drops} connections in a row within {QUICK_DROP_S:g} s of "
-                             "accepting them")
+                             f"accepting them: most likely another client uses this box's client id {self._client_id} "
+                             "(else the broker rejects something we send: see its log)")
         if held is not None:
             self._change(PublisherState.disconnected, reason_text(reason_code), logging.WARNING,
                          f"lost the broker ({reason_text(reason_code)}); reconnecting, alarms are spooled meanwhile")
@@ -146,9 +150,8 @@ class BrokerLink:
         with self._lock:
             first = self._taken_over_at is None
             self._taken_over_at = time.monotonic()
-        detail = (f"another client connected with this box's client id {self._client_id} ({evidence}): is a second box "
-                  f"running with device_id '{self._device_id}'? Give each box its own device_id; until then both lose "
-                  "messages and share topics")
+        detail = (f"{evidence}. Is a second box running with device_id '{self._device_id}'? Give each box its own "
+                  "device_id; until then both lose messages and share topics")
         if first:
             log.error("mqtt: %s", detail)
         self._metrics.set_problem(PROBLEM, "failed", device_id=self._device_id, client_id=self._client_id,
