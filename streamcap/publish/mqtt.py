@@ -218,9 +218,10 @@ class MqttPublisher:
             self._connected.clear()
             self._set_state(PublisherState.closed, "closed")
             self._metrics.set_spool_depth(len(spool))
-            if len(spool):
+            on_disk = len(spool) - spool.status.in_memory  # those in memory: the spool says what became of them
+            if on_disk:
                 log.warning("mqtt: %d alarm message(s) left in the spool %s; they are sent on the next start",
-                            len(spool), self.config.spool_dir)
+                            on_disk, self.config.spool_dir)
             spool.close()
             self._client = self._spool = self._sender = None
 

@@ -166,6 +166,8 @@ class AlarmSpool:
             if self._state is SpoolState.ok:
                 self._store_locked()
             self._bound_memory_locked()
+            if self._state is not SpoolState.ok:
+                self._pending_notes.append(self._status_locked())  # how many wait, for /healthz
             notes = self._take_notes_locked()
         self._report(notes)
         return entry.seq
@@ -244,7 +246,6 @@ class AlarmSpool:
         self._episode_dropped += excess
         self.dropped += excess
         self._pending_notes.append(excess)
-        self._pending_notes.append(self._status_locked())
 
     # --- state ------------------------------------------------------------------
     def _degrade_locked(self, exc: sqlite3.Error) -> None:
@@ -358,6 +359,8 @@ class AlarmSpool:
                 removed += self._delete_locked(on_disk)
             if self._on_disk == 0 and not self._memory and self._state is SpoolState.ok:
                 compact(self._db, self.path)
+            if self._state is not SpoolState.ok:
+                self._pending_notes.append(self._status_locked())
             notes = self._take_notes_locked()
         self._report(notes)
         return removed
