@@ -18,7 +18,7 @@ from streamcap.metrics import Metrics
 from streamcap.util.queues import BoundedQueue, Overflow
 from streamcap.pipeline import Pipeline
 from streamcap.publish.base import PublisherSet
-from streamcap.publish.console import ConsolePublisher
+from streamcap.publish.console import ConsolePublisher, preflight_jsonl
 from streamcap.publish.homeassistant import HomeAssistantDiscovery
 from streamcap.publish.mqtt import MqttPublisher, preflight
 from streamcap.rules.watch import build_rules
@@ -50,6 +50,8 @@ class App:
 def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pending_captions: int = 256) -> App:
     if config.mqtt is not None:
         preflight(config.mqtt)  # first and fast: a box that cannot deliver alarms must not start looking healthy
+    if config.outputs.jsonl is not None:
+        preflight_jsonl(config.outputs.jsonl)
     metrics = Metrics()
     # Status events are small and rate-limited at their source; the bound only guards against a stuck dispatch thread.
     status_events = BoundedQueue("status", 10_000, Overflow.drop_oldest,

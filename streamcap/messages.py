@@ -99,7 +99,8 @@ class DropCause(StrEnum):
     model_error = "model_error"  # the model failed on the batch
     backlog = "backlog"  # a bounded queue was full (DROP_OLDEST)
     disconnected = "disconnected"  # best-effort messages while the broker is away
-    spool_full = "spool_full"  # the alarm spool reached its bound
+    spool_full = "spool_full"  # the alarm spool reached its bound, or its disk was full and so was the memory queue
+    output_error = "output_error"  # a local output (the JSON-lines file) could not write it
     shutdown = "shutdown"  # still waiting when streamcap stopped
 
 

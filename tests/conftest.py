@@ -57,8 +57,8 @@ class SmallDisk:
         self.root = root
         self.filler = root / "filler"
 
-    def fill(self) -> None:
-        """Write until the filesystem says ENOSPC; what streamcap writes next finds no room."""
+    def fill(self, leave_bytes: int = 0) -> None:
+        """Write until the filesystem says ENOSPC, then give back `leave_bytes` (whole pages on a tmpfs)."""
         fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             while True:
@@ -78,6 +78,8 @@ class SmallDisk:
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
+        if leave_bytes:
+            os.truncate(self.filler, self.filler.stat().st_size - leave_bytes)
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
