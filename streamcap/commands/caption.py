@@ -80,11 +80,16 @@ def run(args) -> int:
 
     def emit(batch):
         frames = [frame for _, _, frame in batch]
-        for (source, t, _), text in zip(batch, captioner.caption(frames)):
-            record = {"file": source, "caption": text, "model": captioner.model_name}
+        for (source, t, _), description in zip(batch, captioner.describe(frames)):
+            # The same fields as every other output: the caption and its concept probabilities ({} without a head).
+            record = {"file": source, "caption": description.text, "concepts": description.concepts,
+                      "model": captioner.model_name}
             if t is not None:
                 record["time_s"] = round(t, 2)
-            print(json.dumps(record) if args.json else (f"{source} @{t:.1f}s: {text}" if t is not None else f"{source}: {text}"), flush=True)
+            concepts = "".join(f" {c} {p:.2f}" for c, p in description.concepts.items())
+            line = f"{source} @{t:.1f}s" if t is not None else source
+            print(json.dumps(record) if args.json else f"{line}: {description.text}{f'  [{concepts.strip()}]' if concepts else ''}",
+                  flush=True)
 
     batch = []
     for source, t, frame in _items(args.files, args.every):
