@@ -97,6 +97,8 @@ def open_db(path: Path, durable: bool) -> sqlite3.Connection:
     try:
         return _connect(path, durable)
     except sqlite3.DatabaseError as exc:
+        if not _is_damaged(exc):
+            raise  # a full disk or an I/O error says nothing about the file: never set good alarms aside
         # A damaged file must not stop the alarms that come next.
         aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
         log.error("%s: alarm spool is unreadable (%s); moved it to %s and started an empty one", path, exc, aside)
@@ -111,7 +113,8 @@ def _connect(path: Path, durable: bool) -> sqlite3.Connection:
     try:
         # Before the first WAL access: the WAL index then lives in memory, never in an mmap'ed -shm file.
         db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file only; an older one is converted below when empty
+        if db.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file; an older one is converted below
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         # FULL fsyncs every commit (survives power loss); NORMAL survives a
         # process crash but may lose the last commits on power loss.
@@ -122,11 +125,19 @@ def _connect(path: Path, durable: bool) -> sqlite3.Connection:
         db.execute(OPEN_ALARMS_SCHEMA)
         if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2 and not db.execute("SELECT 1 FROM spool").fetchone():
             with contextlib.suppress(sqlite3.OperationalError):  # a full disk: stays as it is
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 db.execute("VACUUM")  # empty, so cheap: from now on its free pages can be given back
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _is_damaged(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return "not a database" in str(exc) or "malformed" in str(exc)
 
 
 def last_seq(db: sqlite3.Connection) -> int:

@@ -125,3 +125,16 @@ def test_the_spool_gives_its_disk_space_back_once_it_drains(small_disk):
     assert files["alarms.sqlite3"] <= 256 * 1024, files
     assert small_disk.free_bytes > free_before - 512 * 1024
     spool.close()
+
+
+def test_a_spool_opened_on_a_full_disk_keeps_its_alarms(small_disk):
+    # given a spool with alarms, closed, and then a full disk
+    with AlarmSpool(small_disk.root / "spool") as spool:
+        for i in range(3):
+            put(spool, i)
+    small_disk.fill()
+    # when it is opened again (a restart while the disk is full)
+    with AlarmSpool(small_disk.root / "spool") as reopened:
+        # then the alarms are there to send, and nothing was set aside as damaged
+        assert keys(reopened) == ["a0:0", "a1:0", "a2:0"]
+    assert not list((small_disk.root / "spool").glob("*.corrupt-*"))
