@@ -1,17 +1,21 @@
 """Concept truth beside caption quality: does the model name what is there, and only that?
 
     python benchmarks/bench_concept_truth.py --model streamcap/assets/default.pt [--model runs/x/model.pt:1]
-        [--backend onnxruntime-cpu] [--sets flickr8k,coco_subset,clip_frames] [--json out.json]
+        [--backend onnxruntime-cpu] [--sets flickr8k,coco_subset,clip_frames,cctv_clips] [--json out.json]
 
 For each model (CHECKPOINT[:BEAM]) and each dev set it captions every image
 through the real captioner (the backend the pipeline would pick, grounded
 decoding included) and reports, per concept, recall (present and named) and
 false mention (absent but named), with counts, and BLEU-4 / CIDEr from the
 COCO scorer against the set's own references (Flickr8k 5, COCO subset 2,
-clip frames 2). Labels: see streamcap/train/concept_eval.py. The dev sets
-are the splits fixed in streamcap/train/data.py, never trained on. The clip
-frames are also broken down by clip. With a concept head, the head's own
-decisions at its 0.5 threshold are reported too (`head` rows).
+clip frames 2), and object hallucination (CHAIRs: share of captions naming an
+object category no reference names; CHAIRi: share of named objects that are),
+with a human caption scored the same way (`human` rows: every reference
+against the image's others) as the reference point. Labels: see
+streamcap/train/concept_eval.py. The dev sets are the splits fixed in
+streamcap/train/data.py, never trained on. The clip sets are also broken down
+by clip. With a concept head, the head's own decisions at its 0.5 threshold
+are reported too (`head` rows).
 """
 from __future__ import annotations
 
@@ -23,13 +27,13 @@ import time
 from pathlib import Path
 
 from streamcap.backends.select import load_captioner
-from streamcap.concepts import CONCEPT_NAMES
 from streamcap.model.images import read_image
-from streamcap.train.concept_eval import concept_truth, format_rate, image_labels
+from streamcap.train.concept_eval import concept_truth, format_rate, hallucination, human_hallucination, image_labels
 from streamcap.train.data import clip_of, load_corpora
 from streamcap.train.evaluate import official_scores
 
-SETS = ("flickr8k", "coco_subset", "clip_frames")
+SETS = ("flickr8k", "coco_subset", "clip_frames", "cctv_clips")
+CLIP_SETS = ("clip_frames", "cctv_clips")
 
 
 def describe_all(captioner, paths: list[Path], batch: int = 8) -> tuple[list[str], list[dict[str, float]]]:
@@ -51,6 +55,11 @@ def truth_cells(labels, captions) -> list[str]:
     return cells
 
 
+def chair_cells(result) -> list[str]:
+    return [f"{result.chair_s:.3f}" if result.chair_s is not None else "-",
+            f"{result.chair_i:.3f}" if result.chair_i is not None else "-"]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("STREAMCAP_DATA", "../shared/data"))
@@ -67,8 +76,13 @@ def main() -> int:
         return 0
     sets = {name: load_corpora([root / name], corrections=args.corrections) for name in args.sets.split(",")}
     head = ["person recall", "person false", "vehicle recall", "vehicle false", "animal recall", "animal false"]
-    print("| model | beam | set | images | " + " | ".join(head) + " | BLEU-4 | CIDEr |")
-    print("|---|---|---|---|" + "---|" * (len(head) + 2))
+    print("| model | beam | set | images | " + " | ".join(head) + " | CHAIRs | CHAIRi | BLEU-4 | CIDEr |")
+    print("|---|---|---|---|" + "---|" * (len(head) + 4))
+    for set_name, corpus in sets.items():  # the human reference point, once per set
+        ids = corpus.split("dev")[: args.limit or None]
+        human = human_hallucination([corpus.captions[i] for i in ids])
+        print(f"| human (each ref vs the others) | | {set_name} | {human.captions} | " + " | ".join(["-"] * len(head))
+              + " | " + " | ".join(chair_cells(human)) + " | | |")
     report = []
     for spec in args.model or [""]:
         path, _, beam = spec.partition(":")
@@ -80,24 +94,28 @@ def main() -> int:
             captions, concepts = describe_all(captioner, [corpus.image_paths[i] for i in ids])
             elapsed = time.perf_counter() - t0
             labels = [image_labels(corpus, i) for i in ids]
+            references = [corpus.captions[i] for i in ids]
+            chair = hallucination(captions, references)
             scores = official_scores({i: corpus.captions[i] for i in ids}, {i: [c or "empty"] for i, c in zip(ids, captions)})
             row = f"| {name} | {captioner.options.beam_size} | {set_name} | {len(ids)} | " + " | ".join(truth_cells(labels, captions))
-            print(row + f" | {scores['BLEU-4']:.3f} | {scores['CIDEr']:.3f} |", flush=True)
-            rows = {"all": list(range(len(ids)))}
-            if set_name == "clip_frames":
-                for k, image_id in enumerate(ids):
-                    rows.setdefault(clip_of(image_id), []).append(k)
+            print(row + " | " + " | ".join(chair_cells(chair)) + f" | {scores['BLEU-4']:.3f} | {scores['CIDEr']:.3f} |", flush=True)
             if any(concepts):
                 decided = [" ".join(c for c, p in probs.items() if p >= 0.5) for probs in concepts]
-                print(f"| {name} head@0.5 | | {set_name} | {len(ids)} | " + " | ".join(truth_cells(labels, decided)) + " | | |")
-            if set_name == "clip_frames":
-                for clip, members in rows.items():
-                    if clip != "all":
-                        cells = truth_cells([labels[k] for k in members], [captions[k] for k in members])
-                        print(f"| {name} | | {clip} | {len(members)} | " + " | ".join(cells) + " | | |")
-            print(f"  {name} on {set_name}: {len(ids)} images in {elapsed:.0f} s ({captioner.name})", file=sys.stderr)
+                print(f"| {name} head@0.5 | | {set_name} | {len(ids)} | " + " | ".join(truth_cells(labels, decided)) + " | | | | |")
+            by_clip: dict[str, list[int]] = {}
+            if set_name in CLIP_SETS:
+                for k, image_id in enumerate(ids):
+                    by_clip.setdefault(clip_of(image_id), []).append(k)
+            for clip, members in by_clip.items():
+                cells = truth_cells([labels[k] for k in members], [captions[k] for k in members])
+                clip_chair = hallucination([captions[k] for k in members], [references[k] for k in members])
+                print(f"| {name} | | {clip} | {len(members)} | " + " | ".join(cells) + " | " + " | ".join(chair_cells(clip_chair)) + " | | |")
+            print(f"  {name} on {set_name}: {len(ids)} images in {elapsed:.0f} s ({captioner.name}); most hallucinated: "
+                  + ", ".join(f"{o} {n}" for o, n in chair.worst()), file=sys.stderr)
             report.append({"model": name, "beam": captioner.options.beam_size, "set": set_name, "scores": scores,
-                           "truth": {c: vars(t) for c, t in concept_truth(labels, captions, CONCEPT_NAMES).items()},
+                           "truth": {c: vars(t) for c, t in concept_truth(labels, captions).items()},
+                           "chair": {"chair_s": chair.chair_s, "chair_i": chair.chair_i, "by_object": chair.by_object},
+                           "by_clip": {clip: [ids[k] for k in members] for clip, members in by_clip.items()},
                            "captions": dict(zip(ids, captions)), "concepts": dict(zip(ids, concepts))})
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -1,4 +1,4 @@
-"""The concept head: is there a person, a vehicle, an animal, a fire in this frame?
+"""The concept head: is there a person, a vehicle, a truck, a dog, a suitcase in this frame?
 
 A multi-label classifier on the encoder's grid, trained from the words of the
 training captions (Fang et al. 2015, "From captions to visual concepts and
@@ -13,6 +13,12 @@ Pooling is log-sum-exp with a learned sharpness per concept: between the mean
 gradient. The output is calibrated by a per-concept temperature and bias fit
 on held-out images after training (`calibrate`), so 0.7 means about 70 % of
 such frames show the concept.
+
+Concepts are groups (person, vehicle, animal, fire: what rules and payloads
+mostly read) and object categories (car, truck, train, suitcase, ...: what
+decoding bans one by one). A group's probability is the largest of its own and
+its categories' (`groups`), so "truck 0.9" always comes with "vehicle >= 0.9"
+and the two can never contradict each other in a rule or a payload.
 
 Shapes: B batch, P grid cells, D encoder feature, C concepts, H hidden.
 """
@@ -33,13 +39,25 @@ class ConceptHeadConfig:
     hidden_dim: int = 256
     dropout: float = 0.3
     pooling: str = "lse"  # "lse" (multiple instance), "max", "mean" (a linear probe on the mean grid)
+    # group -> its categories among `concepts`; empty in the heads made before categories
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "concepts": list(self.concepts)}
+        return {**asdict(self), "concepts": list(self.concepts), "groups": {g: list(m) for g, m in self.groups}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ConceptHeadConfig":
-        return cls(**{**data, "concepts": tuple(data["concepts"])})
+        groups = tuple((g, tuple(m)) for g, m in data.get("groups", {}).items())
+        return cls(**{**data, "concepts": tuple(data["concepts"]), "groups": groups})
+
+    def membership(self) -> torch.Tensor:
+        """(C, C) 0/1: row g has g itself and, for a group, its categories."""
+        index = {c: i for i, c in enumerate(self.concepts)}
+        member = torch.eye(len(self.concepts))
+        for group, categories in self.groups:
+            for category in categories:
+                member[index[group], index[category]] = 1.0
+        return member
 
 
 class ConceptHead(nn.Module):
@@ -53,6 +71,7 @@ class ConceptHead(nn.Module):
         # Calibration (Platt scaling per concept), fit after training; identity until then.
         self.register_buffer("calib_scale", torch.ones(C))
         self.register_buffer("calib_bias", torch.zeros(C))
+        self.register_buffer("member", config.membership(), persistent=False)  # (C, C)
 
     def logits(self, grid: torch.Tensor) -> torch.Tensor:
         """Uncalibrated concept logits (B, C)."""
@@ -68,8 +87,15 @@ class ConceptHead(nn.Module):
         return pooled + scene
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
-        """Calibrated concept probabilities (B, C)."""
-        return torch.sigmoid(self.logits(grid) * self.calib_scale + self.calib_bias)
+        """Calibrated concept probabilities (B, C), each group at least as sure as its surest category."""
+        return combine_groups(torch.sigmoid(self.logits(grid) * self.calib_scale + self.calib_bias), self.member)
+
+
+def combine_groups(probs: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """probs (B, C), member (C, C) -> (B, C): a group's probability becomes the max over itself and its categories."""
+    if not bool((member.sum(1) > 1).any()):
+        return probs
+    return (probs[:, None, :] * member[None]).amax(2)  # (B, C, C) -> (B, C)
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -83,6 +109,8 @@ MIN_CALIBRATION_EXAMPLES = 20  # of each class; with fewer, Platt scaling fits n
 
 def fit_calibration(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, steps: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     """Platt scaling: per-concept (scale > 0, bias) that minimise the held-out log loss.
+
+    `mask` is 0 where the label is unknown and otherwise each example's weight.
 
     The scale is kept positive (a calibration may soften or sharpen the head,
     never invert it), and a concept with too few held-out positives or
@@ -100,8 +128,9 @@ def fit_calibration(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tens
         return loss
 
     optimizer.step(closure)
-    positives = (labels * mask).sum(0)  # (C,)
-    negatives = ((1 - labels) * mask).sum(0)  # (C,)
+    known = (mask > 0).float()  # mask may carry weights; the minimum counts examples
+    positives = (labels * known).sum(0)  # (C,)
+    negatives = ((1 - labels) * known).sum(0)  # (C,)
     enough = (positives >= MIN_CALIBRATION_EXAMPLES) & (negatives >= MIN_CALIBRATION_EXAMPLES)
     scale = torch.where(enough, log_scale.detach().exp(), torch.ones(C))
     return scale, torch.where(enough, bias.detach(), torch.zeros(C))

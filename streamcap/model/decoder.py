@@ -222,17 +222,26 @@ def load_glove(embed: nn.Embedding, vocab_words: list[str], glove_words: list[st
 
 
 def transplant_weights(source: nn.Module, source_vocab, target: nn.Module, target_vocab) -> int:
-    """Copy `source`'s weights into `target`, matching vocabulary rows by word.
+    """Copy `source`'s weights into `target`, matching vocabulary rows by word and concept columns by name.
 
     Tensors indexed by vocabulary (embedding, output layer) get the rows of the
     words both vocabularies share; new words keep their fresh initialisation.
-    Tensors the source lacks (a concept head the old model never had) keep
-    theirs too. Every other tensor must have the same shape in both models.
+    Tensors indexed by concept (the decoder's concept inputs) get the columns
+    of the concepts both heads have, so a model that gains object categories
+    starts reading its groups exactly as before. Tensors the source lacks keep
+    theirs, and so does a concept head of another shape (it is trained in its
+    own stage). Every other tensor must have the same shape in both models.
     """
     row_of = {w: i for i, w in enumerate(source_vocab.words)}
     pairs = [(i, row_of[w]) for i, w in enumerate(target_vocab.words) if w in row_of]
     new_rows = torch.tensor([i for i, _ in pairs])
     old_rows = torch.tensor([j for _, j in pairs])
+    same_vocab = source_vocab.words == target_vocab.words
+    source_concepts = list(getattr(source.config, "concept_names", ()))
+    target_concepts = list(getattr(target.config, "concept_names", ()))
+    shared = [(i, source_concepts.index(c)) for i, c in enumerate(target_concepts) if c in source_concepts]
+    new_cols = torch.tensor([i for i, _ in shared], dtype=torch.long)
+    old_cols = torch.tensor([j for _, j in shared], dtype=torch.long)
     source_state, target_state = source.state_dict(), target.state_dict()
     copied = 0
     with torch.no_grad():
@@ -240,7 +249,13 @@ def transplant_weights(source: nn.Module, source_vocab, target: nn.Module, targe
             old = source_state.get(name)
             if old is None:
                 continue
-            if old.shape == tensor.shape and len(source_vocab) == len(target_vocab) and source_vocab.words == target_vocab.words:
+            if name.startswith("concept_head.") and old.shape != tensor.shape:
+                continue
+            if name in ("concept_gates.weight", "concept_words.weight") and old.shape != tensor.shape:
+                if name == "concept_words.weight" and not same_vocab:
+                    old = torch.zeros(len(target_vocab), old.shape[1]).index_copy_(0, new_rows, old[old_rows])
+                tensor[:, new_cols] = old[:, old_cols]
+            elif old.shape == tensor.shape and len(source_vocab) == len(target_vocab) and same_vocab:
                 tensor.copy_(old)
             elif old.shape[:1] == (len(source_vocab),) and tensor.shape[:1] == (len(target_vocab),) and old.shape[1:] == tensor.shape[1:]:
                 tensor[new_rows] = old[old_rows]

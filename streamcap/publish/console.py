@@ -27,6 +27,7 @@ import threading
 from datetime import datetime
 from typing import TextIO
 
+from streamcap.concepts import reported
 from streamcap.messages import Alarm, CameraState, Caption, DropCause
 from streamcap.metrics import Metrics
 from streamcap.publish.base import PublisherUnavailable
@@ -75,7 +76,8 @@ class ConsolePublisher:
 
     def publish_caption(self, caption: Caption) -> None:
         doc = caption_doc(caption)
-        concepts = "  [" + " ".join(f"{c} {p:.2f}" for c, p in caption.concepts.items()) + "]" if caption.concepts else ""
+        shown = reported(caption.concepts, above=0.5)  # a console line: the groups and the categories it is sure of
+        concepts = "  [" + " ".join(f"{c} {p:.2f}" for c, p in shown.items()) + "]" if shown else ""
         self._line(caption.camera_id, "caption", f"{_one_line(caption.text)}{concepts}  ({doc['latency_ms']:.0f} ms)")
         self._json("caption", doc, caption.camera_id)
         self._metrics.captions_published.labels(publisher=self.name).inc()

@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from streamcap.concepts import reported
 from streamcap.messages import Alarm, CameraState, Caption
 from streamcap.metrics import iso_time
 
@@ -44,7 +45,10 @@ class Topics:
 
 
 def caption_doc(caption: Caption, now: float | None = None, now_mono: float | None = None) -> dict:
-    """latency_ms runs from frame capture to this call (capture -> publish)."""
+    """latency_ms runs from frame capture to this call (capture -> publish).
+
+    `concepts` has every group and the categories at or above 0.1 (`streamcap.concepts.reported`).
+    """
     now = time.time() if now is None else now
     now_mono = time.monotonic() if now_mono is None else now_mono
     return {
@@ -55,7 +59,7 @@ def caption_doc(caption: Caption, now: float | None = None, now_mono: float | No
         "frame_time": iso_time(caption.captured_at),
         "latency_ms": round((now_mono - caption.t_mono) * 1000.0, 1),
         "model": caption.model,
-        "concepts": caption.concepts,
+        "concepts": reported(caption.concepts),
     }
 
 
@@ -77,7 +81,7 @@ def alarm_doc(alarm: Alarm, snapshot_topic: str | None) -> dict:
         "severity": str(alarm.severity),
         "camera": alarm.camera_id,
         "caption": alarm.caption,
-        "concepts": alarm.concepts,
+        "concepts": reported(alarm.concepts),
         "time": iso_time(alarm.raised_at),
         "frame_time": iso_time(alarm.captured_at),
         "start_time": iso_time(alarm.start_time),

@@ -3,9 +3,15 @@
 Labels are per image and per concept: 1, 0 or unknown (masked out of the
 loss), from `streamcap.train.concept_eval.image_labels`. The decoder learns to
 read the head's probabilities, so it must see them as they will be at run
-time: on images the head was not trained on. `out_of_fold` trains K heads,
-each without one fold, and predicts every training image with the head that
-never saw it (stacking, Wolpert 1992).
+time: on images the head was not trained on. `out_of_fold_logits` trains K
+heads, each without one fold, and predicts every training image with the head
+that never saw it (stacking, Wolpert 1992); the caller chooses the folds
+(camera frames a whole clip at a time) and calibrates on the result.
+
+`features` is a list of (N, P, D) arrays, one per encoder input size, with
+the same rows: each batch is drawn at one size, so the head learns to read a
+small box's 7x7 grid and a GPU box's 10x10 alike. `weights` (N,) makes some
+images count more (camera frames, of which there are few).
 """
 from __future__ import annotations
 
@@ -40,9 +46,13 @@ def _grids(features, rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(features[rows], dtype=np.float32))  # (B, P, D)
 
 
+def _sizes(features) -> list:
+    return list(features) if isinstance(features, (list, tuple)) else [features]
+
+
 def train_head(
     config: ConceptHeadConfig,
-    features,  # (N, P, D) array or memmap, float16 is fine
+    features,  # (N, P, D) array or memmap (float16 is fine), or a list of them, one per input size
     labels: torch.Tensor,
     mask: torch.Tensor,
     rows: np.ndarray | None = None,
@@ -51,11 +61,16 @@ def train_head(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     seed: int = 1234,
+    weights: np.ndarray | None = None,
 ) -> ConceptHead:
-    """A head trained on `rows` of `features` (all rows by default); calibration is left to `calibrate`."""
+    """A head trained on `rows` of `features` (all rows by default); calibration is left to the caller."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    sizes = _sizes(features)
     rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
+    if weights is not None:  # whole repeats, and the fraction at random once: an epoch sees each image ~weight times
+        whole, part = np.divmod(weights[rows], 1.0)
+        rows = np.repeat(rows, whole.astype(int) + (rng.random(len(rows)) < part))
     head = ConceptHead(config)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((len(rows) + batch_size - 1) // batch_size)
@@ -66,7 +81,8 @@ def train_head(
         total = 0.0
         for start in range(0, len(order), batch_size):
             batch = np.sort(order[start : start + batch_size])  # sorted: memmap reads stay sequential
-            loss = masked_bce(head.logits(_grids(features, batch)), labels[batch], mask[batch])
+            grid = _grids(sizes[int(rng.integers(len(sizes)))], batch)
+            loss = masked_bce(head.logits(grid), labels[batch], mask[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -79,7 +95,7 @@ def train_head(
 
 @torch.no_grad()
 def head_logits(head: ConceptHead, features, rows: np.ndarray | None = None, batch_size: int = 256) -> torch.Tensor:
-    """Uncalibrated logits (N, C) for `rows` (all by default)."""
+    """Uncalibrated logits (N, C) for `rows` (all by default) of one size's features."""
     head.eval()
     rows = np.arange(len(features)) if rows is None else np.asarray(rows)
     out = [head.logits(_grids(features, rows[i : i + batch_size])) for i in range(0, len(rows), batch_size)]
@@ -95,17 +111,16 @@ def calibrate(head: ConceptHead, logits: torch.Tensor, labels: torch.Tensor, mas
         f"{c} x{float(s):.2f}{float(b):+.2f}" for c, s, b in zip(head.config.concepts, scale, bias)))
 
 
-def out_of_fold(config: ConceptHeadConfig, features, labels: torch.Tensor, mask: torch.Tensor, folds: int = 5,
-                seed: int = 1234, **train_kwargs) -> torch.Tensor:
-    """Calibrated probabilities (N, C) of every row from a head that never trained on it."""
-    rng = np.random.default_rng(seed)
-    fold_of = rng.permutation(len(labels)) % folds
-    logits = torch.zeros(len(labels), len(config.concepts))
+def out_of_fold_logits(config: ConceptHeadConfig, features, labels: torch.Tensor, mask: torch.Tensor,
+                       fold_of: np.ndarray, seed: int = 1234, **train_kwargs) -> list[torch.Tensor]:
+    """Per input size, uncalibrated logits (N, C) of every row from a head that never trained on it."""
+    sizes = _sizes(features)
+    logits = [torch.zeros(len(labels), len(config.concepts)) for _ in sizes]
+    folds = int(fold_of.max()) + 1
     for fold in range(folds):
         held = np.flatnonzero(fold_of == fold)
-        head = train_head(config, features, labels, mask, rows=np.flatnonzero(fold_of != fold), seed=seed + fold, **train_kwargs)
-        logits[held] = head_logits(head, features, held)
+        head = train_head(config, sizes, labels, mask, rows=np.flatnonzero(fold_of != fold), seed=seed + fold, **train_kwargs)
+        for k, size_features in enumerate(sizes):
+            logits[k][held] = head_logits(head, size_features, held)
         log.info("concept head: out-of-fold predictions %d/%d done", fold + 1, folds)
-    # One calibration for all folds, fit on the pooled out-of-fold logits (all of them held out).
-    scale, bias = fit_calibration(logits, labels, mask)
-    return torch.sigmoid(logits * scale + bias)
+    return logits

@@ -9,21 +9,29 @@ one for training on all of them (`merge_corpora`). Nothing here reads pixels.
 Splits of the shared data, fixed here so that training and every benchmark
 agree on them:
 - COCO subset: `train` is its 5,000 train2014 images, `dev` its 938 val2014 ones.
-- Clip frames: frames of one clip are near-duplicates, so the split is by clip.
-  `dev` is the three clips in DEV_CLIPS (a top-down car park, an infrared
-  night yard with one visitor, a hall people walk through); `train` is the
-  rest (a raised campus camera with pedestrians and parked vans, bottles on a
-  table with a hand reaching in).
+- Clip frames (`clip_frames/`, `cctv_clips/` and the project's own
+  `data/cctv_extra/`): frames of one clip are near-duplicates, so the split is
+  by clip. `dev` is the clips in DEV_CLIPS, one of each kind of view users
+  have: from clip_frames a top-down car park, an infrared night yard with one
+  visitor, a hall people walk through; from cctv_clips an elevated motorway, a
+  road seen straight down, a busy shop aisle, a crowd on a plaza seen from
+  above, a lamp-lit lane at night. `train` is every other clip (a raised
+  campus camera, bottles on a table; motorways, car parks, a level crossing,
+  shops, a fisheye, streets, a mall).
 """
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
-DEV_CLIPS = ("car-detection", "ir-night-yard", "one-by-one-person-detection")
+DEV_CLIPS = (
+    "car-detection", "ir-night-yard", "one-by-one-person-detection",  # clip_frames
+    "motorway-elevated", "road-topdown", "shop-aisle", "plaza-crowd-topdown", "night-lane",  # cctv_clips
+)
 LabelValue = int | None  # 1 present, 0 absent, None: cannot tell
 
 
@@ -103,18 +111,30 @@ def _captions_tsv(path: Path) -> dict[str, list[str]]:
 
 
 def apply_corrections(corpus: CaptionCorpus, corrections: str | Path) -> tuple[CaptionCorpus, int]:
-    """Replace captions found wrong: lines `image<TAB>caption number (1-based)<TAB>corrected caption`."""
+    """Replace captions and hand labels found wrong.
+
+    Lines `image<TAB>caption number (1-based)<TAB>corrected caption`, or
+    `image<TAB>label:<concept><TAB>1|0|?` for a hand label.
+    """
     captions = {k: list(v) for k, v in corpus.captions.items()}
+    labels = {k: dict(v) for k, v in corpus.labels.items()}
     fixed = 0
     for line_no, (image_id, number, text) in _read_tsv(Path(corrections), 3):
         if image_id not in captions:
             continue  # a correction for another corpus in the same file
+        if number.startswith("label:"):
+            concept, value = number[len("label:"):], text.strip()
+            if image_id not in labels or concept not in labels[image_id] or value not in ("0", "1", "?"):
+                raise ValueError(f"{corrections}:{line_no}: {image_id} has no hand label {concept!r}, or {value!r} is not 1, 0 or ?")
+            labels[image_id][concept] = None if value == "?" else int(value)
+            fixed += 1
+            continue
         index = int(number) - 1
         if not 0 <= index < len(captions[image_id]):
             raise ValueError(f"{corrections}:{line_no}: {image_id} has {len(captions[image_id])} captions, not {number}")
         captions[image_id][index] = text.strip()
         fixed += 1
-    return CaptionCorpus(corpus.image_paths, captions, corpus.splits, corpus.labels, corpus.name), fixed
+    return CaptionCorpus(corpus.image_paths, captions, corpus.splits, labels, corpus.name), fixed
 
 
 def load_coco_subset(root: str | Path) -> CaptionCorpus:
@@ -131,8 +151,30 @@ def clip_of(frame_id: str) -> str:
     return frame_id.rsplit("_", 1)[0]
 
 
+def shared_data_root() -> Path:
+    """The shared data folder: $STREAMCAP_DATA, else ../shared/data from the working directory."""
+    return Path(os.environ.get("STREAMCAP_DATA") or "../shared/data")
+
+
+def _frames_dir(root: Path, frame_ids: list[str]) -> Path:
+    """A clip corpus's frames: its own Frames/, or cut from the clips that its `videos.txt` names.
+
+    `videos.txt` holds one folder, relative to the shared data (e.g. `cctv_clips/videos`); the frames
+    are cut once into .cache/frames/<corpus>/ ($STREAMCAP_CACHE instead of .cache).
+    """
+    videos_file = root / "videos.txt"
+    if (root / "Frames").is_dir() or not videos_file.is_file():
+        return root / "Frames"  # an image missing there is named when it is read
+    from streamcap.train.clip_video import extract_frames
+
+    videos = shared_data_root() / videos_file.read_text(encoding="utf-8").strip()
+    out = Path(os.environ.get("STREAMCAP_CACHE") or ".cache") / "frames" / root.name
+    extract_frames(frame_ids, videos, out)
+    return out
+
+
 def load_clip_frames(root: str | Path, dev_clips: tuple[str, ...] = DEV_CLIPS) -> CaptionCorpus:
-    """`root` holds captions.tsv, labels.tsv (frame, person, vehicle, animal) and Frames/."""
+    """`root` holds captions.tsv, labels.tsv (frame, person, vehicle, animal) and Frames/ (or videos.txt)."""
     root = Path(root)
     captions = _captions_tsv(root / "captions.tsv")
     labels: dict[str, dict[str, LabelValue]] = {}
@@ -148,7 +190,8 @@ def load_clip_frames(root: str | Path, dev_clips: tuple[str, ...] = DEV_CLIPS) -
         labels[fields[0]] = values
     ids = sorted(captions)
     splits = {"train": [i for i in ids if clip_of(i) not in dev_clips], "dev": [i for i in ids if clip_of(i) in dev_clips]}
-    return CaptionCorpus({i: root / "Frames" / i for i in ids}, captions, splits, labels, name=root.name)
+    frames = _frames_dir(root, ids)
+    return CaptionCorpus({i: frames / i for i in ids}, captions, splits, labels, name=root.name)
 
 
 def merge_corpora(corpora: list[CaptionCorpus]) -> CaptionCorpus:

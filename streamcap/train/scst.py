@@ -67,11 +67,17 @@ class SelfCritical:
         S = config.scst_samples
         decoder.train()
         order = rng.permutation(len(data.train_ids))
+        if config.scst_images and config.scst_images < len(order):
+            # A CPU epoch over every image takes hours: a fresh random share each epoch, every camera frame in it.
+            camera = np.flatnonzero(data.camera) if data.camera is not None else np.array([], dtype=int)
+            others = order[~np.isin(order, camera)][: max(0, config.scst_images - len(camera))]
+            order = rng.permutation(np.concatenate([camera, others]))
         rewards_seen = []
         for start in range(0, len(order), config.scst_batch_images):
             rows = torch.from_numpy(order[start : start + config.scst_batch_images])
-            grid = data.features[rows].float()  # (B, P, D)
-            concepts = None if data.concepts is None else data.concepts[rows]  # (B, C)
+            size = int(rng.integers(len(data.features)))  # one input size per batch, as in cross-entropy
+            grid = data.grid(rows, size)  # (B, P, D)
+            concepts = data.concept_inputs(rows, size)  # (B, C)
             tokens, logprob_sum = sample_captions(decoder, grid, self.rules, vocab.start_index, vocab.end_index,
                                                   config.max_len, S, concepts)
             texts = [vocab.decode(t) for t in tokens.tolist()]

@@ -1,11 +1,18 @@
 """`streamcap train`: concept head, cross-entropy with teacher forcing, then optional SCST.
 
 The stages, each resumable:
-1. Features: the frozen encoder's grid of every image, extracted once and cached.
-2. Concept head (`--concepts`): trained on the caption-word labels of the
-   training images, calibrated on a held-out tenth of them, and used to
-   predict every training image out of fold (the decoder must learn to read
-   the head as it is at run time, on images it never saw).
+1. Features: the frozen encoder's grid of every image, extracted once per
+   corpus and input size and cached (`--input-sizes 224,320` trains on both,
+   a size drawn per batch, so one model serves a small box at 224 and a GPU
+   box at 320).
+2. Concept head (`--concepts`): groups and the object categories the training
+   captions name often enough (`--min-category-images`), trained on
+   caption-word labels (hand labels where there are any), every image
+   predicted out of fold (camera frames held out a whole clip at a time, so
+   their predictions are what an unseen camera gets), calibrated on those
+   out-of-fold predictions with camera frames weighted up (`--camera-weight`),
+   because camera views are what users have and what COCO alone calibrates
+   wrongly. The decoder learns to read the out-of-fold probabilities.
 3. Cross-entropy: teacher forcing on whole captions optimises exactly the
    paper's objective (predict each next word from the image and the partial
    caption), for every prefix of a caption in one pass.
@@ -29,16 +36,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamcap.concepts import CONCEPT_NAMES
+from streamcap.concepts import CONCEPT_NAMES, GROUP_NAMES, members_of
 from streamcap.model.checkpoint import CaptionModelSpec, load_checkpoint, save_checkpoint
-from streamcap.model.concept_head import ConceptHeadConfig
+from streamcap.model.concept_head import ConceptHead, ConceptHeadConfig, combine_groups, fit_calibration
 from streamcap.model.decoder import DecoderConfig, build_decoder, load_glove, transplant_weights
 from streamcap.model.decoding import DecodeOptions
 from streamcap.model.encoder import build_encoder
 from streamcap.model.vocab import Vocabulary, clean_caption
 from streamcap.train.concept_eval import image_labels
-from streamcap.train.concept_training import calibrate, head_logits, label_arrays, out_of_fold, train_head
-from streamcap.train.data import CaptionCorpus, load_corpora, source_of
+from streamcap.train.concept_training import head_logits, label_arrays, out_of_fold_logits, train_head
+from streamcap.train.data import CaptionCorpus, clip_of, load_corpora, source_of
 from streamcap.train.evaluate import caption_features, score_captions
 from streamcap.train.features import cached_features
 
@@ -74,10 +81,14 @@ class TrainConfig:
     concepts: bool = False  # train a concept head and condition the (attention) decoder on it
     concept_epochs: int = 12
     concept_folds: int = 5
+    min_category_images: int = 25  # a category named in fewer training images gets no head output
+    camera_weight: float = 8.0  # camera frames (the labelled clip corpora) count this many times in training and calibration
+    input_sizes: str = ""  # comma-separated square sides; "" = the encoder's own
     scst_epochs: int = 0
     scst_lr: float = 2e-5
     scst_samples: int = 5
     scst_batch_images: int = 32
+    scst_images: int = 0  # images per self-critical epoch (0: all; camera frames are always among them)
     eval_beam: int = 3
     seed: int = 1234
     cache_dir: str = ".cache/features"
@@ -131,75 +142,159 @@ class TrainingData:
     corpus: CaptionCorpus
     train_ids: list[str]
     dev_ids: list[str]
-    features: torch.Tensor  # (N, P, D) float16, in RAM
-    dev_features: np.ndarray  # (N_dev, P, D) float16
+    features: list[torch.Tensor]  # per input size, (N, P, D) float16, in RAM
+    dev_features: np.ndarray  # (N_dev, P, D) float16 at the first size
     vocab: Vocabulary
     rows: np.ndarray  # caption -> row of its image
     sequences: np.ndarray  # (captions, max_len) token ids
-    concepts: torch.Tensor | None = None  # (N, C) out-of-fold probabilities of the training images
+    concepts: list[torch.Tensor] | None = None  # per input size, (N, C) out-of-fold probabilities of the training images
+    camera: np.ndarray | None = None  # (N,) bool: the image is a camera frame (a hand-labelled clip corpus)
+
+    def grid(self, image_rows, size: int = 0) -> torch.Tensor:
+        return self.features[size][torch.as_tensor(image_rows)].float()  # (B, P, D)
+
+    def concept_inputs(self, image_rows, size: int = 0) -> torch.Tensor | None:
+        return None if self.concepts is None else self.concepts[size][torch.as_tensor(image_rows)]  # (B, C)
 
 
-def prepare_data(config: TrainConfig, encoder) -> TrainingData:
+def input_sizes(config: TrainConfig) -> list[int]:
+    from streamcap.model.encoder import SPECS
+
+    return [int(v) for v in config.input_sizes.split(",")] if config.input_sizes else [SPECS[config.encoder].input_size]
+
+
+def _features_by_source(encoder, ids: list[str], corpus: CaptionCorpus, cache_dir: str) -> tuple[np.ndarray, list[str]]:
+    """Features of `ids` cached per corpus, so adding a corpus never re-extracts the others."""
+    parts, bad = [], []
+    for source in dict.fromkeys(source_of(i) for i in ids):
+        members = [i for i in ids if source_of(i) == source]
+        feats, unreadable = cached_features(encoder, members, corpus.image_paths, cache_dir)
+        parts.append(feats)
+        bad += unreadable
+    order = [i for source in dict.fromkeys(source_of(i) for i in ids) for i in ids if source_of(i) == source]
+    if order != ids:
+        raise ValueError("training ids must be grouped by corpus")
+    return (np.concatenate([np.asarray(p) for p in parts]) if len(parts) > 1 else parts[0]), bad
+
+
+def prepare_data(config: TrainConfig) -> TrainingData:
     corpus = load_corpora(config.data, config.images, config.corrections)
     train_ids = corpus.split(config.train_split)
     if config.limit_train_images:
         train_ids = train_ids[: config.limit_train_images]
     dev_ids = corpus.split(config.dev_split) if not config.limit_train_images else train_ids
-    train_feats, bad_train = cached_features(encoder, train_ids, corpus.image_paths, config.cache_dir)
-    dev_feats, bad_dev = cached_features(encoder, dev_ids, corpus.image_paths, config.cache_dir)
-    keep_train = [i for i, image_id in enumerate(train_ids) if image_id not in set(bad_train)]
+    sizes = input_sizes(config)
+    features, dev_feats, bad = [], None, set()
+    for k, size in enumerate(sizes):
+        encoder = build_encoder(config.encoder, config.encoder_weights, input_size=size)
+        train_feats, bad_train = _features_by_source(encoder, train_ids, corpus, config.cache_dir)
+        features.append(train_feats)
+        bad |= set(bad_train)
+        if k == 0:
+            dev_feats, bad_dev = _features_by_source(encoder, dev_ids, corpus, config.cache_dir)
+    keep_train = [i for i, image_id in enumerate(train_ids) if image_id not in bad]
     keep_dev = [i for i, image_id in enumerate(dev_ids) if image_id not in set(bad_dev)]
     train_ids = [train_ids[i] for i in keep_train]
     dev_ids = [dev_ids[i] for i in keep_dev]
-    features = torch.from_numpy(np.ascontiguousarray(train_feats[keep_train]))  # (N, P, D) float16 in RAM
+    features = [torch.from_numpy(np.ascontiguousarray(f[keep_train])) for f in features]  # (N, P, D) float16 in RAM
     dev_features = np.ascontiguousarray(dev_feats[keep_dev])
 
     cleaned = [clean_caption(c, config.min_word_length) for i in train_ids for c in corpus.captions[i]]
     vocab = Vocabulary.build(cleaned, config.min_count)
     rows, sequences = _encode_captions(train_ids, corpus, vocab, config.max_len, config.min_word_length)
-    log.info("train: %d images, %d captions, vocabulary %d words; dev: %d images", len(train_ids), len(rows), len(vocab), len(dev_ids))
-    return TrainingData(corpus, train_ids, dev_ids, features, dev_features, vocab, rows, sequences)
+    camera = np.array([i in corpus.labels for i in train_ids], dtype=bool)
+    log.info("train: %d images (%d camera frames), %d captions, vocabulary %d words, input sizes %s; dev: %d images",
+             len(train_ids), int(camera.sum()), len(rows), len(vocab), sizes, len(dev_ids))
+    return TrainingData(corpus, train_ids, dev_ids, features, dev_features, vocab, rows, sequences, camera=camera)
+
+
+def head_concepts(data: TrainingData, labels: torch.Tensor, mask: torch.Tensor, min_images: int) -> tuple[str, ...]:
+    """The groups, and the categories named in at least `min_images` training images."""
+    positives = (labels * mask).sum(0)  # (C_all,)
+    return tuple(c for k, c in enumerate(CONCEPT_NAMES) if c in GROUP_NAMES or positives[k] >= min_images)
+
+
+def stratified_folds(data: TrainingData, folds: int, seed: int) -> np.ndarray:
+    """Fold of every training image: camera frames a whole clip at a time, the rest at random."""
+    rng = np.random.default_rng(seed)
+    fold_of = rng.permutation(len(data.train_ids)) % folds
+    clips = sorted({clip_of(i) for i, cam in zip(data.train_ids, data.camera) if cam})
+    clip_fold = {clip: k % folds for k, clip in enumerate(rng.permutation(clips))}
+    for row in np.flatnonzero(data.camera):
+        fold_of[row] = clip_fold[clip_of(data.train_ids[row])]
+    return fold_of
+
+
+def fit_concept_head(config: TrainConfig, data: TrainingData, feature_dim: int) -> tuple[ConceptHead, list[torch.Tensor]]:
+    """The calibrated head trained on every training image, and per input size the out-of-fold probabilities (N, C)."""
+    all_labels, all_mask = label_arrays([image_labels(data.corpus, i) for i in data.train_ids], CONCEPT_NAMES)
+    names = head_concepts(data, all_labels, all_mask, config.min_category_images)
+    keep = torch.tensor([CONCEPT_NAMES.index(c) for c in names])
+    labels, mask = all_labels[:, keep], all_mask[:, keep]
+    groups = tuple((g, tuple(c for c in members_of(g) if c in names)) for g in GROUP_NAMES)
+    head_config = ConceptHeadConfig(names, feature_dim, groups=tuple((g, m) for g, m in groups if m))
+    weight = np.where(data.camera, config.camera_weight, 1.0)  # (N,)
+    log.info("concept head: %d concepts (%d categories); %d camera frames weighted x%g",
+             len(names), len(names) - len(GROUP_NAMES), int(data.camera.sum()), config.camera_weight)
+    folds = config.concept_folds if len(data.train_ids) >= 5 * config.concept_folds else 0
+    train_kwargs = dict(epochs=config.concept_epochs, seed=config.seed, weights=weight)
+    scale, bias = torch.ones(len(names)), torch.zeros(len(names))
+    if folds:
+        oof = out_of_fold_logits(head_config, data.features, labels, mask, stratified_folds(data, folds, config.seed), **train_kwargs)
+        # One calibration for every size and fold, on predictions none of the heads trained on.
+        weighted = mask * torch.from_numpy(weight).float()[:, None]
+        scale, bias = fit_calibration(torch.cat(oof), labels.repeat(len(oof), 1), weighted.repeat(len(oof), 1))
+    head = train_head(head_config, data.features, labels, mask, **train_kwargs)
+    if not folds:  # a toy run: too few images to hold any out, so the head predicts its own
+        oof = [head_logits(head, f) for f in data.features]
+    head.calib_scale.copy_(scale)
+    head.calib_bias.copy_(bias)
+    log.info("concept head calibration: %s", ", ".join(f"{c} x{float(a):.2f}{float(b):+.2f}" for c, a, b in zip(names, scale, bias)))
+    member = head_config.membership()
+    return head, [combine_groups(torch.sigmoid(logits * scale + bias), member) for logits in oof]
 
 
 def concept_stage(config: TrainConfig, data: TrainingData, feature_dim: int, out: Path) -> dict:
     """Train (or reload) the concept head; fills `data.concepts`; returns the head's config and weights."""
     stage_file = out.with_name(out.stem + ".concepts.pt")
-    head_config = ConceptHeadConfig(CONCEPT_NAMES, feature_dim)
     if stage_file.is_file():
         saved = torch.load(stage_file, map_location="cpu", weights_only=True)
-        if saved["train_ids"] == data.train_ids:
+        if saved["train_ids"] == data.train_ids and len(saved["concepts"]) == len(data.features):
             log.info("concept head: reusing %s", stage_file)
             data.concepts = saved["concepts"]
             return {"config": saved["config"], "state_dict": saved["state_dict"]}
-    labels, mask = label_arrays([image_labels(data.corpus, i) for i in data.train_ids], CONCEPT_NAMES)
-    rng = np.random.default_rng(config.seed)
-    held = rng.random(len(data.train_ids)) < 0.1
-    fit_rows, calib_rows = np.flatnonzero(~held), np.flatnonzero(held)
     t0 = time.time()
-    head = train_head(head_config, data.features, labels, mask, rows=fit_rows, epochs=config.concept_epochs, seed=config.seed)
-    calibrate(head, head_logits(head, data.features, calib_rows), labels[calib_rows], mask[calib_rows])
-    folds = config.concept_folds if len(data.train_ids) >= 5 * config.concept_folds else 0
-    if folds:
-        data.concepts = out_of_fold(head_config, data.features, labels, mask, folds, config.seed, epochs=config.concept_epochs)
-    else:  # a toy run: too few images to hold any out
-        data.concepts = head(data.features.float()).detach()
-    log.info("concept head trained in %.0f s (%d folds for the decoder's inputs)", time.time() - t0, folds)
-    result = {"config": head_config.to_dict(), "state_dict": head.state_dict()}
+    head, data.concepts = fit_concept_head(config, data, feature_dim)
+    log.info("concept head trained in %.0f s", time.time() - t0)
+    result = {"config": head.config.to_dict(), "state_dict": head.state_dict()}
     stage_file.parent.mkdir(parents=True, exist_ok=True)
     torch.save({**result, "concepts": data.concepts, "train_ids": data.train_ids}, stage_file)
     return result
 
 
+def _caption_rows(data: TrainingData, config: TrainConfig, rng) -> np.ndarray:
+    """Every caption once, camera frames' captions `camera_weight` times (rounded at random)."""
+    if data.camera is None or not data.camera.any() or config.camera_weight == 1:
+        return np.arange(len(data.rows))
+    on_camera = data.camera[data.rows]  # (captions,)
+    whole, part = divmod(config.camera_weight, 1.0)
+    repeats = np.where(on_camera, int(whole) + (rng.random(len(data.rows)) < part), 1)
+    return np.repeat(np.arange(len(data.rows)), repeats)
+
+
 def _xe_epoch(decoder, optimizer, data: TrainingData, config: TrainConfig, rng) -> float:
     decoder.train()
-    lengths = (data.sequences != 0).sum(1)
+    captions = _caption_rows(data, config, rng)
+    lengths = (data.sequences[captions] != 0).sum(1)
     total, count = 0.0, 0
-    for batch in _length_bucketed_batches(lengths, config.batch_size, rng):
-        T = int(lengths[batch].max())
+    for positions in _length_bucketed_batches(lengths, config.batch_size, rng):
+        batch = captions[positions]
+        size = int(rng.integers(len(data.features)))  # one input size per batch
+        T = int(lengths[positions].max())
         seq = torch.from_numpy(data.sequences[batch, :T])  # (B, T)
-        image_rows = torch.from_numpy(data.rows[batch])
-        grid = data.features[image_rows].float()  # (B, P, D)
-        concepts = None if data.concepts is None else data.concepts[image_rows]  # (B, C)
+        image_rows = data.rows[batch]
+        grid = data.grid(image_rows, size)  # (B, P, D)
+        concepts = data.concept_inputs(image_rows, size)  # (B, C)
         logprobs = decoder(grid, seq[:, :-1], concepts)  # (B, T-1, V)
         target = seq[:, 1:]  # (B, T-1)
         loss = F.nll_loss(logprobs.reshape(-1, logprobs.shape[-1]), target.reshape(-1), ignore_index=0)
@@ -284,10 +379,10 @@ def train(config: TrainConfig) -> Path:
     rng = np.random.default_rng(config.seed)
     out = Path(config.out)
     last_path = out.with_name(out.stem + ".last.pt")
-    encoder = build_encoder(config.encoder, config.encoder_weights)
-    data = prepare_data(config, encoder)
-    head = concept_stage(config, data, encoder.feature_dim, out) if config.concepts else None
-    decoder, spec = build_model(config, data, encoder.feature_dim, head)
+    data = prepare_data(config)
+    feature_dim = data.features[0].shape[-1]
+    head = concept_stage(config, data, feature_dim, out) if config.concepts else None
+    decoder, spec = build_model(config, data, feature_dim, head)
 
     params = [p for p in decoder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)

@@ -31,7 +31,7 @@ def test_shipped_model_names_what_is_plainly_in_real_photos(flickr8k, capsys, pa
     assert len(hits) >= 6, f"captions: {[r['caption'] for r in records]}"
     # and each carries the concept probabilities, as every other output does
     concept = "animal" if "dog" in pattern else "person"
-    assert all(set(r["concepts"]) == {"person", "vehicle", "animal", "fire"} for r in records), records[0]
+    assert all({"person", "vehicle", "animal", "fire"} <= set(r["concepts"]) for r in records), records[0]
     assert sum(r["concepts"][concept] >= 0.5 for r in records) >= 6, [r["concepts"] for r in records]
 
 

@@ -11,15 +11,18 @@ from streamcap.train.data import CaptionCorpus
 
 
 @pytest.mark.parametrize("caption,expected", [
-    ("a man walks past two parked cars", {"person", "vehicle"}),
-    ("buses lined up at a depot", {"vehicle"}),
-    ("a red fire hydrant on the sidewalk", set()),
-    ("a fire truck next to a burning house", {"vehicle", "fire"}),
-    ("a teddy bear on a bed", set()),
-    ("a brown bear in the woods", {"animal"}),
-    ("a woman eating a hot dog", {"person"}),
+    ("a man walks past two parked cars", {"person", "vehicle", "car"}),
+    ("buses lined up at a depot", {"vehicle", "bus"}),
+    ("a red fire hydrant on the sidewalk", {"fire_hydrant"}),
+    ("a fire truck next to a burning house", {"vehicle", "truck", "fire"}),
+    ("a teddy bear on a bed", {"teddy_bear", "bed"}),
+    ("a brown bear in the woods", {"animal", "bear"}),
+    ("a woman eating a hot dog", {"person", "hot_dog"}),
     ("an empty parking lot at night", set()),
     ("A Skier going down a slope", {"person"}),
+    ("a passenger train on a runway", {"train"}),  # "runway" is banned with aeroplanes but does not name one
+    ("cars driving past the train tracks", {"vehicle", "car"}),
+    ("a sheep dog herds the flock", {"animal", "dog"}),
 ])
 def test_named_concepts(caption, expected):
     assert named_concepts(caption) == expected
@@ -85,3 +88,54 @@ def test_banned_words_are_the_vocabulary_rows_of_the_group():
     vocab = ["<pad>", "a", "man", "men", "woman", "manhole", "cars", "car", "dog"]
     assert banned_words(BY_NAME["person"], vocab) == {2, 3, 4}
     assert banned_words(BY_NAME["vehicle"], vocab) == {6, 7}
+
+
+@pytest.mark.parametrize("caption,category", [
+    ("a passenger train pulls into the station", "train"),
+    ("two lorries on a motorway", "truck"),
+    ("buses at a depot", "bus"),
+    ("a man pushing his bike", "bicycle"),
+    ("a few pickups parked by a shed", "truck"),
+    ("a black suitcase on a platform", "suitcase"),
+    ("three doughnuts in a box", "donut"),
+    ("a jet parked at the gate", "airplane"),
+    ("a motorbike leans on a wall", "motorcycle"),
+    ("knives and forks on a table", "knife"),
+])
+def test_categories_are_labelled_from_caption_words(caption, category):
+    assert category in named_concepts(caption)
+    assert label_from_captions([caption, "a view"], min_present=1)[category] == 1
+
+
+def test_a_group_is_named_by_its_categories_words_and_bans_them():
+    from streamcap.concepts import members_of
+
+    assert set(members_of("vehicle")) == {"car", "bus", "truck", "motorcycle", "bicycle"}
+    assert "train" not in members_of("vehicle")  # a rail vehicle is not what a vehicle rule at a gate means
+    vocab = ["<pad>", "a", "lorry", "car", "runway", "plane", "train", "road"]
+    assert banned_words(BY_NAME["vehicle"], vocab) == {2, 3}
+    assert banned_words(BY_NAME["airplane"], vocab) == {4, 5}  # the runway goes with the aeroplane
+    assert banned_words(BY_NAME["train"], vocab) == {6}
+
+
+def test_category_labels_are_bounded_by_their_group():
+    hand = {"f.jpg": {"person": 0, "vehicle": None, "animal": 0}, "g.jpg": {"person": 0, "vehicle": 1, "animal": 0}}
+    captions = {"f.jpg": ["a car park", "cars in a car park"], "g.jpg": ["a small vehicle on a road", "a road"]}
+    corpus = CaptionCorpus({}, captions, {}, hand)
+    unsure, unnamed = image_labels(corpus, "f.jpg"), image_labels(corpus, "g.jpg")
+    assert unsure["car"] is None  # the annotator could not tell whether a vehicle is there
+    assert unnamed["vehicle"] == 1 and unnamed["car"] is None and unnamed["truck"] is None  # some vehicle, which one unknown
+    assert reference_labels(["an empty road", "a quiet street"])["car"] == 0
+
+
+def test_hallucination_counts_objects_no_reference_names():
+    from streamcap.train.concept_eval import hallucination, human_hallucination
+
+    captions = ["a train on a runway", "a car on a road", "two cars and a dog", "an empty road"]
+    references = [["cars on a motorway"], ["a car on a road", "a red car"], ["two cars parked"], ["a road"]]
+    result = hallucination(captions, references)
+    assert result.captions == 4 and result.with_hallucination == 2 and result.chair_s == 0.5
+    assert result.objects_named == 4 and result.objects_hallucinated == 2  # train; dog (the cars were there)
+    assert result.by_object == {"train": 1, "dog": 1}
+    human = human_hallucination([["a man and a dog", "a man"], ["a bus", "a red bus"]])
+    assert human.captions == 4 and human.by_object == {"dog": 1}

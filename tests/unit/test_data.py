@@ -70,6 +70,41 @@ def test_clip_frames_split_by_clip_and_keep_hand_labels(tmp_path):
     assert corpus.labels["yard_00060.jpg"]["person"] == 1
 
 
+def test_a_corpus_without_frames_cuts_them_from_the_clips_its_videos_file_names(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from streamcap.model.images import read_image
+    from streamcap.train.data import apply_corrections, load_clip_frames
+
+    # given a 6-frame clip whose frames are 0, 40, 80... grey, under a shared-data folder
+    videos = tmp_path / "shared" / "clips" / "videos"
+    videos.mkdir(parents=True)
+    writer = cv2.VideoWriter(str(videos / "gate.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
+    for k in range(6):
+        writer.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    writer.release()
+    root = tmp_path / "extra"
+    _write(root / "captions.tsv", "gate_00004.jpg\tan empty gate\ngate_00001.jpg\ta dark gate\n")
+    _write(root / "labels.tsv", "frame\tperson\tvehicle\tanimal\ngate_00004.jpg\t0\t0\t0\ngate_00001.jpg\t0\t0\t0\n")
+    _write(root / "videos.txt", "clips/videos\n")
+    monkeypatch.setenv("STREAMCAP_DATA", str(tmp_path / "shared"))
+    monkeypatch.setenv("STREAMCAP_CACHE", str(tmp_path / "cache"))
+    # when loaded
+    corpus = load_clip_frames(root, dev_clips=())
+    # then each frame is the one of that index in the clip, cut into the cache
+    assert corpus.image_paths["gate_00004.jpg"] == tmp_path / "cache" / "frames" / "extra" / "gate_00004.jpg"
+    assert abs(float(read_image(corpus.image_paths["gate_00004.jpg"]).mean()) - 160) < 6
+    assert abs(float(read_image(corpus.image_paths["gate_00001.jpg"]).mean()) - 40) < 6
+    # and a label correction changes a hand label, naming the line when it is wrong
+    _write(tmp_path / "fixes.tsv", "# a walker at the edge\ngate_00001.jpg\tlabel:person\t?\n")
+    fixed, count = apply_corrections(corpus, tmp_path / "fixes.tsv")
+    assert count == 1 and fixed.labels["gate_00001.jpg"]["person"] is None
+    _write(tmp_path / "bad.tsv", "gate_00001.jpg\tlabel:persn\t1\n")
+    with pytest.raises(ValueError, match=r"bad.tsv:1: gate_00001.jpg has no hand label 'persn'"):
+        apply_corrections(corpus, tmp_path / "bad.tsv")
+
+
 def test_a_bad_label_names_the_file_and_line(tmp_path):
     from streamcap.train.data import load_clip_frames
 
@@ -99,6 +134,10 @@ def test_shared_data_splits(shared_data):
 
     coco = load_corpus(shared_data / "coco_subset")
     assert len(coco.split("train")) == 5000 and len(coco.split("dev")) == 938
-    clips = load_corpus(shared_data / "clip_frames")
-    assert {clip_of(i) for i in clips.split("dev")} == set(DEV_CLIPS)
-    assert not {clip_of(i) for i in clips.split("train")} & set(DEV_CLIPS)
+    dev_clips = set()
+    for folder in ("clip_frames", "cctv_clips"):
+        clips = load_corpus(shared_data / folder)
+        dev_clips |= {clip_of(i) for i in clips.split("dev")}
+        assert not {clip_of(i) for i in clips.split("train")} & set(DEV_CLIPS)
+        assert len({clip_of(i) for i in clips.split("train")}) >= 2  # something of every corpus to learn from
+    assert dev_clips == set(DEV_CLIPS)  # every dev clip exists, split by clip: none of its frames is trained on

@@ -147,6 +147,14 @@ def test_a_concept_threshold_fires_at_or_above_it_and_not_below(probability, fir
     assert bool(alarms) is fires
 
 
+@pytest.mark.parametrize("probability,fires", [(0.59, False), (0.6, True)])
+def test_a_category_threshold_fires_at_or_above_it_and_not_below(probability, fires):
+    # given "truck >= 0.6" (a category of the vehicle group) on a caption that names no truck
+    engine = RuleEngine([rule(triggers=[{"trigger": "caption", "concept": "truck >= 0.6"}])])
+    concepts = {"person": 0.01, "vehicle": max(probability, 0.8), "truck": probability, "car": 0.8}
+    assert bool(new_alarms(engine, caption("cars on a road", T0, concepts=concepts))) is fires
+
+
 def test_concepts_and_words_combine():
     # a vehicle named in words, and the head unsure of any person
     engine = RuleEngine([rule(triggers=[{"trigger": "caption", "any": ["@vehicle"], "concept": ["vehicle >= 0.5", "person < 0.3"]}])])

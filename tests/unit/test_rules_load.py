@@ -336,6 +336,15 @@ def test_a_concept_the_model_has_no_head_for_is_an_error_naming_the_ones_it_has(
     assert errors == [f"{path}:4:34: rule r: triggers[0].concept: the model has no 'smoke' concept (it has person, vehicle, animal, fire)"]
 
 
+def test_a_category_rule_loads_on_a_model_with_categories_and_is_an_error_on_one_without(tmp_path):
+    path = write(tmp_path, "c.yaml", "- id: r\n  triggers:\n    - trigger: caption\n      concept: 'traffic_light >= 0.6'\n")
+    rules, errors = load_rules([path], known_concepts=("person", "vehicle", "car", "traffic_light"))
+    assert errors == [] and str(rules[0].triggers[0].concept[0]) == "traffic_light >= 0.6"
+    _, errors = load_rules([path], known_concepts=("person", "vehicle", "animal", "fire"))  # a model of groups only
+    assert errors == [f"{path}:4:7: rule r: triggers[0].concept: the model has no 'traffic_light' concept "
+                      "(it has person, vehicle, animal, fire)"]
+
+
 def test_concept_rules_with_a_model_without_a_head_say_why_they_cannot_run(tmp_path):
     path = write(tmp_path, "c.yaml", "- id: r\n  triggers:\n    - trigger: caption\n      concept: 'person >= 0.7'\n")
     _, errors = load_rules([path], known_concepts=())
