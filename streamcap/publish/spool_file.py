@@ -6,7 +6,7 @@ names the owner's pid, so a second process can say who holds it.
 The database runs in WAL mode with exclusive locking: the WAL index then
 lives in this process's memory, never in an mmap'ed -shm file that could
 fault on a full tmpfs. A checkpoint every `WAL_PAGES` pages and
-`journal_size_limit` keep the WAL near 1 MiB; `compact` gives the WAL and
+`journal_size_limit` keep the WAL near 4 MiB; `compact` gives the WAL and
 free pages back to the filesystem once the spool is empty (auto_vacuum is
 incremental), so a spool that held a long outage does not keep the disk full.
 """
@@ -45,9 +45,9 @@ CREATE TABLE IF NOT EXISTS open_alarms (
 COLUMNS = "seq, key, topic, payload, qos, retain, snapshot_topic, snapshot, enqueued_at"
 DB_NAME = "alarms.sqlite3"
 LOCK_NAME = "spool.lock"
-WAL_PAGES = 256  # checkpoint this often (about 1 MiB of 4 KiB pages) ...
-WAL_LIMIT_BYTES = 1 << 20  # ... and trim the WAL file back to this afterwards
-COMPACT_ABOVE_BYTES = 1 << 20  # an empty spool gives back free pages and WAL beyond this ...
+WAL_PAGES = 1000  # checkpoint this often (about 4 MiB of 4 KiB pages; each checkpoint is an fsync) ...
+WAL_LIMIT_BYTES = 4 << 20  # ... and trim the WAL file back to this afterwards
+COMPACT_ABOVE_BYTES = 1 << 20  # an empty spool gives back its free pages beyond this ...
 COMPACT_STEP_PAGES = 128  # ... this many pages per step
 COMPACT_MAX_STEPS = 4096  # (a 2 GiB spool)
 
@@ -175,8 +175,12 @@ def record_alarm(db: sqlite3.Connection, alarm_id: str, record: tuple[str, bytes
 def compact(db: sqlite3.Connection, path: Path) -> None:
     """The spool is empty: give the WAL and free pages back to the filesystem, when there is more than a little."""
     try:
-        wal = Path(f"{path}-wal")
-        if path.stat().st_size + (wal.stat().st_size if wal.exists() else 0) <= COMPACT_ABOVE_BYTES:
+        # What can be given back: the free pages, and the file beyond the database's own size (pages the
+        # WAL already dropped). Not what is still in use (open alarms), or the WAL journal_size_limit keeps.
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
+        if free_pages * page_size + max(0, path.stat().st_size - pages * page_size) <= COMPACT_ABOVE_BYTES:
             return
         # In steps with a checkpoint after each: the vacuum writes to the WAL, and on a nearly full disk
         # the WAL has room for a step, not for the whole; each checkpoint also shortens the database file.
