@@ -175,6 +175,8 @@ def record_alarm(db: sqlite3.Connection, alarm_id: str, record: tuple[str, bytes
 def compact(db: sqlite3.Connection, path: Path) -> None:
     """The spool is empty: give the WAL and free pages back to the filesystem, when there is more than a little."""
     try:
+        if path.stat().st_size <= COMPACT_ABOVE_BYTES:
+            return  # the common case, a small file: one stat per drain, no query
         # What can be given back: the free pages, and the file beyond the database's own size (pages the
         # WAL already dropped). Not what is still in use (open alarms), or the WAL journal_size_limit keeps.
         (page_size,) = db.execute("PRAGMA page_size").fetchone()
