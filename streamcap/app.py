@@ -15,6 +15,7 @@ from streamcap.config.schema import StreamcapConfig
 from streamcap.http import Auth, MetricsServer
 from streamcap.messages import DropCause
 from streamcap.metrics import Metrics
+from streamcap.util.bounded_http import Limits
 from streamcap.util.queues import BoundedQueue, Overflow
 from streamcap.pipeline import Pipeline
 from streamcap.publish.base import PublisherSet
@@ -63,8 +64,9 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
             model_path=m.path, backend=m.backend, beam_size=m.beam_size, length_penalty=m.length_penalty,
             precision=m.precision, max_batch=m.max_batch, encoder_weights=m.encoder_weights,
         )
-    hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put)
-    snapshots = SnapshotStore()
+    hub = build_hub(config.cameras, max_batch=config.model.max_batch, max_wait_ms=config.model.max_wait_ms, on_status=status_events.put,
+                    decode=config.decode)
+    snapshots = SnapshotStore(max_bytes=config.snapshots.memory_mb << 20)
     spec = getattr(captioner, "spec", None)
     concepts = spec.concept_names if spec is not None else None
     engine, watcher = build_rules(config, known_concepts=concepts, snapshots=snapshots.jpeg)
@@ -85,7 +87,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
         publishers.append(ConsolePublisher(stream=console_stream, jsonl_path=config.outputs.jsonl, metrics=metrics, console=config.outputs.console))
     live = None
     if config.http.enabled and config.http.page:
-        live = LivePage(config.device_id, list(config.enabled_cameras), snapshots)
+        live = LivePage(config.device_id, list(config.enabled_cameras), snapshots, decoder_info=hub.decoder_info)
         publishers.append(live)
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
@@ -93,7 +95,10 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
                         max_pending_captions=max_pending_captions, snapshots=snapshots, on_rules_changed=rules_listeners)
     http = None
     if config.http.enabled:
-        http = MetricsServer(metrics, config.http.host, config.http.port, live=live, auth=Auth.from_config(config.http.auth))
+        h = config.http
+        limits = Limits(max_connections=h.max_connections, max_streams=h.max_event_streams, header_timeout_s=h.header_timeout_s)
+        http = MetricsServer(metrics, h.host, h.port, live=live, auth=Auth.from_config(h.auth), limits=limits,
+                             allowed_hosts=h.allowed_hosts)
     log.info(
         "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",
         config.device_id, len(hub.cameras), captioner.model_name, getattr(captioner, "name", "torch"),

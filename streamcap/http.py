@@ -8,24 +8,38 @@
     /metrics                        Prometheus text format
     /healthz (/health)              JSON health; 200 even when degraded (news, not a reason to restart)
 
-It binds 127.0.0.1 by default. Bound anywhere else the config must give
-`http.auth`: a bearer token (header, or `/?token=...` once, which sets an
-HttpOnly cookie so the page's images and event stream work) or basic auth.
-Credentials are compared in constant time and never logged. An unknown path
-or camera is a 404, never a traceback.
+It binds 127.0.0.1 by default. Bound to an address that is not loopback
+(127.0.0.0/8, ::1; decided by the address actually bound, never by a name)
+it must have `http.auth`: a bearer token (the Authorization header, any
+letter case of "Bearer"; or `/?token=...` on the page's first load only,
+which sets an HttpOnly cookie for the page's images and event stream) or
+basic auth. Credentials are compared in constant time and never logged.
 
-Every request runs on its own thread; `stop()` wakes the event streams,
-shuts the server down and joins every thread (no daemon threads left).
+Every request, whatever its path, must name in its `Host` header a name the
+box serves: an IP address, `localhost`, the bound host, or one of
+`http.allowed_hosts`; anything else is a 403. Without that check a web page
+elsewhere could point its own DNS name at 127.0.0.1 ("DNS rebinding") and
+read the cameras through the operator's browser.
+
+Connections, threads, request-head time and size are capped by
+BoundedHttpServer (streamcap.util.bounded_http): 503 beyond the caps, 408,
+414 and 431 for slow, long or large request heads. An unknown path or camera
+is a 404, never a traceback. `stop()` wakes the event streams, shuts the
+server down and joins every thread (no daemon threads left).
 """
 from __future__ import annotations
 
 import base64
 import hmac
+import io
+import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from queue import Empty
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamcap.metrics import Metrics
+from streamcap.util.bounded_http import BoundedHttpServer, Limits
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +71,17 @@ class Auth:
                    auth.password.get_secret_value() if auth.password else None)
 
     def allows(self, headers, cookies: dict[str, str], query_token: str | None) -> bool:
+        """`query_token` is the page's one-time login (`/?token=...`); pass None on every other path."""
+        scheme, _, credentials = headers.get("Authorization", "").strip().partition(" ")
+        scheme, credentials = scheme.lower(), credentials.strip()  # the scheme is case-insensitive (RFC 9110)
         if self.token is not None:
-            offered = [query_token, cookies.get(COOKIE)]
-            header = headers.get("Authorization", "")
-            if header.startswith("Bearer "):
-                offered.append(header[7:].strip())
+            offered = [query_token, cookies.get(COOKIE), credentials if scheme == "bearer" else None]
             if any(o is not None and hmac.compare_digest(o.encode(), self.token.encode()) for o in offered):
                 return True
         if self.username is not None:
-            header = headers.get("Authorization", "")
-            if header.startswith("Basic "):
+            if scheme == "basic":
                 try:
-                    user, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+                    user, _, password = base64.b64decode(credentials).decode().partition(":")
                 except (ValueError, UnicodeDecodeError):
                     return False
                 return hmac.compare_digest(user.encode(), self.username.encode()) and hmac.compare_digest(
@@ -75,17 +89,76 @@ class Auth:
         return False
 
 
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8 and ::1 (also IPv4-mapped), given as an address; a name is never loopback here."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, lower case, without port, brackets or a final dot."""
+    name = header.strip().lower()
+    if name.startswith("["):
+        name = name[1:name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    return name.rstrip(".")
+
+
+class HostCheck:
+    """Which Host headers the box answers: any IP address (an address cannot be rebound), localhost,
+    the host it binds, and the configured extra names."""
+
+    def __init__(self, bind_host: str, allowed_hosts: Iterable[str] = ()):
+        self.names = frozenset(host_name(h) for h in ("localhost", bind_host, *allowed_hosts) if h)
+
+    def allows(self, header: str | None) -> bool:
+        if header is None:
+            return True  # not a browser: every browser sends Host, and DNS rebinding needs one
+        name = host_name(header)
+        if name in self.names:
+            return True
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return False
+
+
+class _SocketWriter(io.BufferedIOBase):
+    """wfile: every write is a whole sendall (a raw socket file may write part of a buffer)."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._sock.sendall(data)
+        return len(memoryview(data))
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
     # HTTP/1.0: one request per connection, so no idle keep-alive connection can hold a thread at shutdown.
     protocol_version = "HTTP/1.0"
-    timeout = 10  # a client that stalls mid-request or mid-image gives its thread back within this
+
+    def setup(self) -> None:
+        # The server has read the request head already (bounded in time and size); replay it to the parser.
+        self.connection, head = self.request
+        self.rfile = io.BytesIO(head)
+        self.wfile = _SocketWriter(self.connection)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         try:
             self._route()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the browser went away
+        except (ConnectionError, TimeoutError):
+            pass  # the browser went away, or stopped reading for longer than the I/O timeout
         except Exception:  # noqa: BLE001 - one bad request must never take the server down
             log.exception("http: error serving %s", urlsplit(self.path).path)
             try:
@@ -95,14 +168,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self) -> None:
         parts = urlsplit(self.path)
-        path, query = parts.path, parse_qs(parts.query)
+        path = parts.path
+        if not self.server.hosts.allows(self.headers.get("Host")):
+            self._forbidden_host()
+            return
+        live = self.server.live
         cookies = _cookies(self.headers.get("Cookie", ""))
         auth = self.server.auth
-        query_token = (query.get("token") or [None])[0]
+        # The token in the address only logs the page in: anywhere else it would end up in proxy and scraper logs.
+        query_token = (parse_qs(parts.query).get("token") or [None])[0] if path == "/" and live is not None else None
         if auth is not None and not auth.allows(self.headers, cookies, query_token):
             self._unauthorized()
             return
-        live = self.server.live
         if path == "/" and live is not None:
             if query_token is not None:  # log in once: keep the token in a cookie, drop it from the address bar
                 self.send_response(303)
@@ -137,6 +214,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._not_found("not found: try /, /metrics or /healthz")
 
     def _events(self, live) -> None:
+        if not self.server.enter_stream():
+            self._send(503, "text/plain; charset=utf-8", b"too many live pages are open (http.max_event_streams); "
+                       b"close one or raise the limit\n", retry_after=True)
+            return
         queue = live.subscribe()
         try:
             self.send_response(200)
@@ -160,18 +241,26 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             live.unsubscribe(queue)
 
-    def _send(self, code: int, content_type: str, body: bytes, cache: str | None = None) -> None:
+    def _send(self, code: int, content_type: str, body: bytes, cache: str | None = None, retry_after: bool = False) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if cache:
             self.send_header("Cache-Control", cache)
+        if retry_after:
+            self.send_header("Retry-After", "5")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         self.wfile.write(body)
 
     def _not_found(self, text: str) -> None:
         self._send(404, "text/plain; charset=utf-8", text.encode() + b"\n")
+
+    def _forbidden_host(self) -> None:
+        name = host_name(self.headers.get("Host", ""))[:100]
+        text = (f"forbidden: this box does not answer to the host name {name!r} (a guard against DNS rebinding); "
+                "to open it under that name, add the name to http.allowed_hosts in the config\n")
+        self._send(403, "text/plain; charset=utf-8", text.encode("ascii", "backslashreplace"))
 
     def _unauthorized(self) -> None:
         self.send_response(401)
@@ -184,8 +273,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib signature)
-        # The request line may carry ?token=...: log the path only.
-        log.debug("http %s %s", self.address_string(), urlsplit(self.path).path)
+        # The request line may carry ?token=...: log the path only. A request refused before it was
+        # parsed (too long, malformed) has no path.
+        log.debug("http %s %s %s", self.address_string(), urlsplit(getattr(self, "path", "") or "").path[:200],
+                  args[1] if len(args) > 1 else "")
 
 
 def _cookies(header: str) -> dict[str, str]:
@@ -197,23 +288,25 @@ def _cookies(header: str) -> dict[str, str]:
     return cookies
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False  # request threads are joined on close (block_on_close)
-    block_on_close = True
-
-    def __init__(self, address: tuple[str, int], metrics: Metrics, live, auth: Auth | None) -> None:
-        self.metrics, self.live, self.auth = metrics, live, auth
+class _Server(BoundedHttpServer):
+    def __init__(self, address: tuple[str, int], metrics: Metrics, live, auth: Auth | None, limits: Limits,
+                 hosts: HostCheck) -> None:
+        self.metrics, self.live, self.auth, self.hosts = metrics, live, auth, hosts
         self.stopping = threading.Event()
         self.page_html = resources.files("streamcap.web").joinpath("page.html").read_bytes() if live is not None else b""
-        super().__init__(address, _Handler)
+        super().__init__(address, lambda sock, client, head: _Handler((sock, head), client, self), limits,
+                         on_refused=metrics.count_http_refused)
 
 
 class MetricsServer:
     """Serves the page (when `live` is given), metrics and health on host:port. Port 0 picks a free port (see `.port`)."""
 
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9108, live=None, auth: Auth | None = None) -> None:
+    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9108, live=None, auth: Auth | None = None,
+                 limits: Limits | None = None, allowed_hosts: Iterable[str] = ()) -> None:
         self._metrics, self._live, self._auth = metrics, live, auth
         self._address = (host, port)
+        self._limits = limits or Limits()
+        self._hosts = HostCheck(host, allowed_hosts)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -225,16 +318,23 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._address[0]}:{self.port}"
+        host = self._address[0]
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def start(self) -> None:
         try:
-            self._server = _Server(self._address, self._metrics, self._live, self._auth)
+            self._server = _Server(self._address, self._metrics, self._live, self._auth, self._limits, self._hosts)
         except OSError as exc:
             raise OSError(
-                f"http server cannot listen on {self._address[0]}:{self._address[1]}: {exc.strerror}; "
-                "choose another http.port in the config"
+                f"http server cannot listen on {self._address[0]}:{self._address[1]}: {exc.strerror or exc}; "
+                "choose another http.host or http.port in the config"
             ) from exc
+        bound = self._server.server_address[0]
+        if self._auth is None and not is_loopback(bound):
+            self._server.server_close()
+            self._server = None
+            raise OSError(f"http: {self._address[0]} is bound as {bound}, which is not a loopback address, and "
+                          "http.auth is not set: give a token or a username and password, or bind 127.0.0.1")
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
         )

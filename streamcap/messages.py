@@ -160,4 +160,28 @@ class PublisherError:
     at: float = 0.0
 
 
-StatusEvent = CameraStateChanged | CameraReconnecting | FramesDropped | PublisherStatus | PublisherError
+@dataclass(frozen=True)
+class DecoderChanged:
+    """How a camera decodes now: after it connects, and when its decode mode changes."""
+
+    camera_id: str
+    library: str  # a DecoderLibrary: pyav | opencv
+    hardware: str  # a DecoderKind: cpu | nvdec | jetson
+    mode: str  # a DecodeMode: keyframes | every_frame
+    keyframe_interval_s: float | None  # measured; None until two key frames came
+    detail: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class KeyframesLate:
+    """A stream sent no key frame for many times its measured key-frame interval."""
+
+    camera_id: str
+    waited_s: float
+    interval_s: float
+    at: float = 0.0
+
+
+StatusEvent = (CameraStateChanged | CameraReconnecting | FramesDropped | PublisherStatus | PublisherError
+               | DecoderChanged | KeyframesLate)

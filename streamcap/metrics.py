@@ -8,9 +8,18 @@ this file is the whole list of what `/metrics` shows:
     frames_captioned{camera}         counter  frames that came out of the model with a caption
     camera_reconnects{camera}        counter  reconnect attempts of a camera source
     camera_state{camera}             enum     connecting|connected|reconnecting|down|stopped
+    camera_decode_mode{camera}       enum     keyframes|every_frame
+    camera_decoder{camera, library, hardware}  gauge  1 for what decodes the camera now (pyav|opencv, cpu|nvdec|jetson)
+    camera_keyframe_interval_seconds{camera}  gauge  the stream's key-frame interval, measured
+    keyframes_late{camera}           counter  times a stream sent no key frame for 10x its interval
+    captions_asked_per_second        gauge    frames the samplers passed on, over the last 10 s
+    captions_made_per_second         gauge    frames the model took, over the last 10 s
+    caption_shortfall_per_second     gauge    asked - made: the cameras' frames the model could not take
+                                              (each one is counted in drops{cause="captioner_behind"})
     drops{stage, cause, camera}      counter  anything dropped anywhere (frames, captions, alarms); cause is a DropCause
     rules_seconds                    histogram time to run every rule on one caption
-    batch_size                       histogram frames per model batch
+    batch_size                       histogram frames per model batch (1 to model.max_batch's 256)
+    http_refused{reason}             counter  HTTP connections refused (caps, slow or oversized request heads)
     latency_seconds{stage}           histogram capture_to_caption, caption_to_publish
     alarms_raised{camera, rule}      counter  alarms the rule engine raised
     captions_published{publisher}    counter  captions handed to a publisher
@@ -27,14 +36,15 @@ Every label set is bounded: stages and causes are closed sets, cameras and
 rules come from the config. Status events from the side channel are folded
 in by `observe_status`, which dispatches on the event's type.
 
-`Metrics` also keeps the little state `/healthz` reports (camera states, last
-frame time, publisher states, slow rules, named problems); `health()` turns it
-into the JSON document: `ok`, `degraded` (a camera or the broker is away, rules
-are slow, the spool's disk is full) or `failed` (a publisher cannot work at
-all, the broker refuses our publishes, another client took our session, an
-output cannot write: alarms or records are not leaving). Problems are set and
-cleared by the component that knows (`set_problem`), each with the fields a
-person needs to fix it.
+`Metrics` also keeps the little state `/healthz` reports (camera states and
+decoders, last frame time, publisher states, slow rules, the caption load,
+named problems); `health()` turns it into the JSON document: `ok`, `degraded`
+(a camera or the broker is away, rules are slow, the model makes fewer
+captions than the cameras ask: then `reason` says so, or the spool's disk is
+full) or `failed` (a publisher cannot work at all, the broker refuses our
+publishes, another client took our session, an output cannot write: alarms or
+records are not leaving). Problems are set and cleared by the component that
+knows (`set_problem`), each with the fields a person needs to fix it.
 """
 from __future__ import annotations
 
@@ -44,14 +54,16 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
+from streamcap.decoder_kinds import DecodeMode
 from streamcap.messages import (
-    CameraReconnecting, CameraState, CameraStateChanged, DropCause, FramesDropped, PublisherError, PublisherState,
-    PublisherStatus, StatusEvent,
+    CameraReconnecting, CameraState, CameraStateChanged, DecoderChanged, DropCause, FramesDropped, KeyframesLate,
+    PublisherError, PublisherState, PublisherStatus, StatusEvent,
 )
+from streamcap.util.bounded_http import Refusal
 
-# Batches rarely exceed 32 frames; latency spans a fast GPU (tens of ms) to a
-# loaded 2-core CPU (several seconds).
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+# Powers of two up to model.max_batch's upper bound; latency spans a fast GPU
+# (tens of ms) to a loaded 2-core CPU (several seconds).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RULES_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 SLOW_RULES_S = 0.1  # all rules on one caption taking longer than this is news for /healthz
@@ -82,6 +94,19 @@ class Metrics:
             "streamcap_camera_state", "Camera connection state", ["camera"],
             states=[s.value for s in CameraState], registry=r,
         )
+        self.camera_decode_mode = Enum("streamcap_camera_decode_mode", "Key frames only, or every frame decoded", ["camera"],
+                                       states=[m.value for m in DecodeMode], registry=r)
+        self.camera_decoder = Gauge("streamcap_camera_decoder", "1 for the library and hardware decoding the camera now",
+                                    ["camera", "library", "hardware"], registry=r)
+        self.camera_keyframe_interval = Gauge("streamcap_camera_keyframe_interval_seconds",
+                                              "The stream's key-frame interval, measured", ["camera"], registry=r)
+        self.keyframes_late = Counter("streamcap_keyframes_late", "Times a stream sent no key frame for 10x its interval",
+                                      ["camera"], registry=r)
+        self.captions_asked = Gauge("streamcap_captions_asked_per_second", "Frames the samplers passed on, last 10 s",
+                                    registry=r)
+        self.captions_made = Gauge("streamcap_captions_made_per_second", "Frames the model took, last 10 s", registry=r)
+        self.caption_shortfall = Gauge("streamcap_caption_shortfall_per_second",
+                                       "Frames per second the model could not take (asked - made)", registry=r)
         self.drops = Counter("streamcap_drops", "Items dropped, by stage, cause and camera", ["stage", "cause", "camera"], registry=r)
         self.rules_seconds = Histogram("streamcap_rules_seconds", "Time to run every rule on one caption",
                                        buckets=RULES_BUCKETS, registry=r)
@@ -94,6 +119,7 @@ class Metrics:
             "streamcap_latency_seconds", "Latency between two pipeline points", ["stage"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.http_refused = Counter("streamcap_http_refused", "HTTP connections refused, by reason", ["reason"], registry=r)
         self.alarms_raised = Counter("streamcap_alarms_raised", "Alarms raised by rules", ["camera", "rule"], registry=r)
         self.captions_published = Counter(
             "streamcap_captions_published", "Captions handed to a publisher", ["publisher"], registry=r
@@ -118,6 +144,7 @@ class Metrics:
         self._cameras: dict[str, dict] = {}
         self._publishers: dict[str, dict] = {}  # only those that report a state (MQTT); console does not
         self._spool_depth = 0
+        self._model_load: dict = {}
         self._slow_rules_until = 0.0
         self._slowest_rules_s = 0.0
 
@@ -127,6 +154,28 @@ class Metrics:
         self.camera_state.labels(camera=camera).state(state.value)
         with self._lock:
             self._cameras.setdefault(camera, {"last_frame_at": None})["state"] = state.value
+
+    def set_decoder(self, event: DecoderChanged) -> None:
+        camera = event.camera_id
+        with self._lock:
+            info = self._cameras.setdefault(camera, {"state": CameraState.connecting.value, "last_frame_at": None})
+            previous = info.get("decoder")
+            info["decoder"] = {"library": event.library, "hardware": event.hardware, "mode": event.mode,
+                               "keyframe_interval_s": event.keyframe_interval_s}
+        if previous and (previous["library"], previous["hardware"]) != (event.library, event.hardware):
+            self.camera_decoder.labels(camera, previous["library"], previous["hardware"]).set(0)
+        self.camera_decoder.labels(camera, event.library, event.hardware).set(1)
+        self.camera_decode_mode.labels(camera=camera).state(event.mode)
+        if event.keyframe_interval_s is not None:
+            self.camera_keyframe_interval.labels(camera=camera).set(event.keyframe_interval_s)
+
+    def set_caption_load(self, asked_per_s: float, made_per_s: float, cameras_asking: int, behind: str | None) -> None:
+        self.captions_asked.set(asked_per_s)
+        self.captions_made.set(made_per_s)
+        self.caption_shortfall.set(max(0.0, asked_per_s - made_per_s))
+        with self._lock:
+            self._model_load = {"asked_per_s": round(asked_per_s, 2), "made_per_s": round(made_per_s, 2),
+                                "cameras_asking": cameras_asking, "behind": behind}
 
     def note_last_frame(self, camera: str, captured_at: float | None) -> None:
         with self._lock:
@@ -145,6 +194,9 @@ class Metrics:
 
     def count_drop(self, stage: str, cause: DropCause, count: int = 1, camera: str = "") -> None:
         self.drops.labels(stage=stage, cause=DropCause(cause).value, camera=camera).inc(count)
+
+    def count_http_refused(self, reason: Refusal) -> None:
+        self.http_refused.labels(reason=Refusal(reason).value).inc()
 
     def observe_rules(self, seconds: float) -> None:
         self.rules_seconds.observe(seconds)
@@ -177,6 +229,10 @@ class Metrics:
             self.camera_reconnects.labels(camera=event.camera_id).inc()
         elif isinstance(event, FramesDropped):
             self.count_drop(event.stage, event.cause, event.count, event.camera_id)
+        elif isinstance(event, DecoderChanged):
+            self.set_decoder(event)
+        elif isinstance(event, KeyframesLate):
+            self.keyframes_late.labels(camera=event.camera_id).inc()
         elif isinstance(event, PublisherStatus):
             self.set_publisher_state(event.publisher, event.state, event.detail)
         elif isinstance(event, PublisherError):
@@ -187,7 +243,7 @@ class Metrics:
         with self._lock:
             cameras = {
                 cam: {"state": info.get("state", CameraState.connecting.value),
-                      "last_frame_time": iso_time(info.get("last_frame_at"))}
+                      "last_frame_time": iso_time(info.get("last_frame_at")), "decoder": info.get("decoder")}
                 for cam, info in sorted(self._cameras.items())
             }
             publishers = {name: dict(info) for name, info in sorted(self._publishers.items())}
@@ -197,14 +253,19 @@ class Metrics:
             slow = time.monotonic() < self._slow_rules_until
             rules = {"slow": slow, "slowest_ms": round(self._slowest_rules_s * 1000, 1)}
             problems = [dict(p) for _, p in sorted(self._problems.items())]
+            model = dict(self._model_load) or None
+        behind = model.get("behind") if model else None
         if (any(p["state"] == PublisherState.failed.value for p in publishers.values())
                 or any(p["status"] == "failed" for p in problems)):
             status = "failed"
         elif (all(c["state"] == CameraState.connected.value for c in cameras.values())
               and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow
-              and not problems):
+              and not behind and not problems):
             status = "ok"
         else:
             status = "degraded"
-        return {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
-                "publishers": publishers, "rules": rules, "problems": problems}
+        doc = {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
+               "publishers": publishers, "rules": rules, "model": model, "problems": problems}
+        if behind:
+            doc["reason"] = behind
+        return doc

@@ -9,8 +9,10 @@
   captioned frame in the bounded SnapshotStore; captions carry only its id.
 - The dispatch thread publishes captions, runs the rules, publishes alarms
   (new, update, end; `tick` ends alarms of cameras that went quiet),
-  turns status events into metrics and camera-state messages and polls the
-  rule files for changes. Publishers never raise into it.
+  turns status events into metrics and camera-state messages and swaps in
+  rules the watcher's thread has read and compiled (reading a large rule
+  file takes seconds; the swap is one dictionary pass). Publishers never
+  raise into it.
 - The caption queue is bounded: when dispatch falls behind, the oldest
   caption is dropped and counted (alarms are raised from the captions that
   remain, so a backlog delays alarms rather than growing memory without end).
@@ -31,7 +33,8 @@ import time
 from typing import Callable
 
 from streamcap.capture.hub import CaptureHub
-from streamcap.messages import AlarmType, CameraStateChanged, Caption, DropCause, StatusEvent
+from streamcap.capture.load import CaptionLoad
+from streamcap.messages import AlarmType, CameraStateChanged, Caption, DecoderChanged, DropCause, StatusEvent
 from streamcap.metrics import Metrics
 from streamcap.publish.base import PublisherSet
 from streamcap.rules.engine import RuleEngine
@@ -48,7 +51,7 @@ class Pipeline:
     def __init__(
         self,
         hub: CaptureHub,
-        captioner,  # anything with caption(frames) -> list[str] and model_name
+        captioner,  # anything with describe(images) -> list[Description] and model_name
         rules: RuleEngine,
         rule_watcher: RuleWatcher | None,
         publishers: PublisherSet,
@@ -71,9 +74,13 @@ class Pipeline:
         self._on_rules_changed = list(on_rules_changed or [])
         self._frames_counted: dict[str, int] = {}
         self._next_stats_sync = 0.0
+        self._load = CaptionLoad()
+        self._behind_logged = False
 
     def start(self) -> None:
         self.publishers.start()
+        if self.rule_watcher is not None:
+            self.rule_watcher.start()
         self._dispatch.start()
         self._inference.start()
         self.hub.start()
@@ -124,7 +131,7 @@ class Pipeline:
             self._sync_camera_stats()
             if self.rule_watcher is not None:
                 try:
-                    if self.rule_watcher.poll():
+                    if self.rule_watcher.apply_ready():
                         for listener in self._on_rules_changed:  # e.g. Home Assistant's entities follow the rules
                             listener(self.rules.rules)
                 except Exception:  # noqa: BLE001 - a reload problem keeps the old rules
@@ -168,10 +175,12 @@ class Pipeline:
             except queue.Empty:
                 return
             self.metrics.observe_status(event)
-            if isinstance(event, CameraStateChanged):
+            if isinstance(event, (CameraStateChanged, DecoderChanged)):  # a decode mode shows with the camera's state
                 camera = self.hub.cameras.get(event.camera_id)
-                last = camera.stats().last_frame_at if camera is not None else None
-                self.publishers.publish_camera_state(event.camera_id, event.state, last)
+                if camera is None:
+                    continue
+                state = event.state if isinstance(event, CameraStateChanged) else camera.state
+                self.publishers.publish_camera_state(event.camera_id, state, camera.stats().last_frame_at)
 
     def _sync_camera_stats(self) -> None:
         """Readers count frames without touching metrics (they must never block); fold the counts in once a second."""
@@ -181,6 +190,7 @@ class Pipeline:
         self._next_stats_sync = now + 1.0
         for report in self.hub.batcher.flush_drop_reports():  # exact within a second, however rate-limited the log is
             self.metrics.observe_status(report)
+        self._observe_load(now)
         for camera_id, camera in self.hub.cameras.items():
             stats = camera.stats()
             new = stats.frames_read - self._frames_counted.get(camera_id, 0)
@@ -189,11 +199,26 @@ class Pipeline:
                 self._frames_counted[camera_id] = stats.frames_read
                 self.metrics.note_last_frame(camera_id, stats.last_frame_at)
 
+    def _observe_load(self, now: float) -> None:
+        """Captions asked for against captions made: the shortfall in /metrics, `degraded` in /healthz when behind."""
+        asked = {camera_id: sampler.stats().accepted for camera_id, sampler in self.hub.samplers.items()}
+        self._load.update(now, self.hub.batcher.stats().frames_batched, asked)
+        behind = self._load.behind
+        if bool(behind) != self._behind_logged:  # the transitions, not every second's numbers
+            if behind:
+                log.warning("%s: each camera's newest frame waits its turn; the rest are dropped and counted", behind)
+            else:
+                log.info("model keeps up again: %.3g captions/s asked, %.3g made", self._load.asked_per_s, self._load.made_per_s)
+            self._behind_logged = bool(behind)
+        self.metrics.set_caption_load(self._load.asked_per_s, self._load.made_per_s, self._load.cameras_asking, behind)
+
     # --- shutdown --------------------------------------------------------------
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop readers, finish the last batch, drain captions, close publishers; join everything."""
         deadline = time.monotonic() + timeout_s
         self.stop_event.set()  # first: the inference loop must not spin on a closed batcher while readers join
+        if self.rule_watcher is not None:
+            self.rule_watcher.stop(min(2.0, timeout_s / 4))
         self.readers_stopped = self.hub.stop(min(1.5, timeout_s / 4))  # a reader hung in OpenCV is left behind
         self._inference.join(max(0.1, deadline - time.monotonic()))
         self._dispatch.join(max(0.1, deadline - time.monotonic()))

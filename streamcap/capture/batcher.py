@@ -83,8 +83,9 @@ class Batcher:
                 event = self._drop_report(camera)
             self._cond.notify_all()
         if event is not None:
-            log.warning("camera %r: captioner is behind: kept the newest frame, dropped %d since the last report (%d in all)",
-                        camera, event.count, self._drops[camera])
+            # INFO: with many cameras a warning per camera floods the log; the pipeline warns once that the model is behind.
+            log.info("camera %r: captioner is behind: kept the newest frame, dropped %d since the last report (%d in all)",
+                     camera, event.count, self._drops[camera])
             if self.on_status is not None:
                 try:
                     self.on_status(event)

@@ -4,7 +4,7 @@
     hub.start()
     while not stop.is_set():                     # the one inference thread
         batch = hub.next_batch(timeout_s=0.5)    # FrameBatch | None
-        if batch: captions = captioner.caption([f.image for f in batch.frames])
+        if batch: descriptions = captioner.describe([f.image for f in batch.frames])  # caption + concepts per frame
     hub.stop()                                   # closes the batcher, stops and joins every reader
     hub.states()   # {camera_id: CameraState}
     hub.stats()    # {camera_id: CaptureStats}: frames read, reconnects, sampler skips, batcher drops
@@ -23,6 +23,9 @@ from typing import Any, Callable, Mapping
 from streamcap.capture.batcher import Batcher
 from streamcap.capture.sampler import FrameSampler, SamplerStats
 from streamcap.capture.source import CameraSource, CameraStats
+from streamcap.capture.hardware import box_decoders, resolve_decoder
+from streamcap.capture.readers import DecodeSettings, resolve_library
+from streamcap.decoder_kinds import DecodeMode, DecoderKind, DecoderLibrary
 from streamcap.messages import CameraState, Frame, FrameBatch, StatusEvent
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,14 @@ class CaptureHub:
         for camera_id, camera in self.cameras.items():
             camera.on_frame = self._feeder(self.samplers[camera_id])
             camera.wants_frame = self.samplers[camera_id].due
+            camera.on_decode_mode = self._keyframe_slack(self.samplers[camera_id])
+
+    @staticmethod
+    def _keyframe_slack(sampler: FrameSampler) -> Callable[[DecodeMode, float | None], None]:
+        def changed(mode: DecodeMode, interval_s: float | None) -> None:
+            sampler.keyframes(interval_s if mode == DecodeMode.keyframes else None)
+
+        return changed
 
     def _feeder(self, sampler: FrameSampler) -> Callable[[Frame], None]:
         def feed(frame: Frame) -> None:
@@ -75,6 +86,11 @@ class CaptureHub:
         deadline = time.monotonic() + timeout_s
         return all([camera.stop(max(0.05, deadline - time.monotonic())) for camera in self.cameras.values()])
 
+    def decoder_info(self, camera_id: str) -> dict:
+        """How a camera decodes now (library, hardware, mode, key-frame interval); {} if unknown."""
+        camera = self.cameras.get(camera_id)
+        return camera.decoder_info if camera is not None else {}
+
     def states(self) -> dict[str, CameraState]:
         return {camera_id: camera.state for camera_id, camera in self.cameras.items()}
 
@@ -92,13 +108,38 @@ def build_hub(
     max_batch: int = 8,
     max_wait_ms: float = 50.0,
     on_status: Callable[[StatusEvent], None] | None = None,
+    decode: Any = None,
 ) -> CaptureHub:
-    """A hub from {camera_id: CameraConfig-like}; disabled cameras are left out."""
+    """A hub from {camera_id: CameraConfig-like} and the box's DecodeConfig-like `decode`; disabled cameras are left out."""
     cameras, samplers = {}, {}
+    settings = decode_settings(camera_configs, decode)
     for camera_id, cfg in camera_configs.items():
         if not getattr(cfg, "enabled", True):
             log.info("camera %r: disabled in the config; not opened", camera_id)
             continue
-        cameras[camera_id] = CameraSource.from_config(camera_id, cfg, on_status=on_status)
+        cameras[camera_id] = CameraSource.from_config(camera_id, cfg, on_status=on_status, decode=settings[camera_id])
         samplers[camera_id] = FrameSampler(cfg.caption_interval_s, cfg.scene_change_threshold)
     return CaptureHub(cameras, samplers, Batcher(max_batch, max_wait_ms, on_status=on_status))
+
+
+def decode_settings(camera_configs: Mapping[str, Any], decode: Any = None) -> dict[str, DecodeSettings]:
+    """Each enabled camera's decoder on this box; a decoder asked for that the box lacks is named once, with the fallback."""
+    library = resolve_library(getattr(decode, "library", DecoderLibrary.auto))
+    threads = getattr(decode, "threads_per_camera", 1)
+    default = getattr(decode, "decoder", DecoderKind.auto)
+    wanted = {cid: DecoderKind(getattr(cfg, "decoder", None) or default)
+              for cid, cfg in camera_configs.items() if getattr(cfg, "enabled", True)}
+    available = box_decoders(library) if any(k != DecoderKind.cpu for k in wanted.values()) else {}
+    settings, fallbacks = {}, {}
+    for camera_id, requested in wanted.items():
+        kind, why = resolve_decoder(requested, available, library)
+        if why is not None:
+            fallbacks.setdefault((requested.value, why), []).append(camera_id)
+        settings[camera_id] = DecodeSettings(library, kind, threads)
+    for (requested, why), names in fallbacks.items():
+        log.warning("decoder %s asked for (camera %s), but %s; decoding on the CPU", requested, ", ".join(map(repr, names)), why)
+    if settings:
+        kinds = sorted({s.hardware.value for s in settings.values()})
+        log.info("decoding with %s, %s per camera, on %s", library.value,
+                 f"{threads} thread" + ("s" if threads != 1 else "") if threads else "FFmpeg's default threads", ", ".join(kinds))
+    return settings

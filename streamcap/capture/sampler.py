@@ -15,6 +15,11 @@ One sampler per camera, called from that camera's reader thread. Two gates:
    change. `max_interval_s` forces a caption now and then even if nothing moves.
 The thumbnail is only computed for due frames, so the gate costs about a
 millisecond per interval, not per frame.
+
+A camera that decodes key frames only calls `keyframes(interval_s)`: a key
+frame then counts as due up to half a key-frame interval early, since key
+frames come on the encoder's clock, not ours; without that slack a key frame
+a millisecond early would wait a whole interval for the next.
 """
 from __future__ import annotations
 
@@ -67,6 +72,7 @@ class FrameSampler:
         self.interval_s = interval_s
         self.scene_change_threshold = scene_change_threshold
         self.max_interval_s = max_interval_s
+        self.early_s = 0.0  # a frame this much before its due time still counts (key frames only)
         self.last_difference: float | None = None  # of the last due frame, for tuning the threshold
         self._next_due: float | None = None
         self._last_thumb: np.ndarray | None = None
@@ -75,7 +81,7 @@ class FrameSampler:
 
     def due(self, t_mono: float) -> bool:
         """The rate gate alone, for a frame not yet converted; a frame that is not due is counted as skipped."""
-        if self._next_due is not None and t_mono < self._next_due:
+        if self._next_due is not None and t_mono < self._next_due - self.early_s:
             self._offered += 1
             self._skipped_interval += 1
             return False
@@ -88,7 +94,7 @@ class FrameSampler:
             return False
         self._offered += 1
         self._next_due = now + self.interval_s if self._next_due is None else self._next_due + self.interval_s
-        if self._next_due <= now:  # a stall or a slow camera: restart the cadence from here
+        if self._next_due <= now + self.early_s:  # a stall or a slow camera: restart the cadence from here
             self._next_due = now + self.interval_s
         if self.scene_change_threshold > 0 and not self._scene_changed(frame, now):
             self._skipped_scene += 1
@@ -96,6 +102,10 @@ class FrameSampler:
         self._accepted += 1
         self._last_accepted_mono = now
         return True
+
+    def keyframes(self, keyframe_interval_s: float | None) -> None:
+        """The camera decodes key frames only, one every `keyframe_interval_s` (None: every frame again)."""
+        self.early_s = min(keyframe_interval_s, self.interval_s) / 2 if keyframe_interval_s else 0.0
 
     def _scene_changed(self, frame: Frame, now: float) -> bool:
         thumb = thumbnail(frame.image)

@@ -23,9 +23,18 @@ the camera id and a redacted URL and sent as a StatusEvent to `on_status`.
 Both callbacks run on the reader thread and must not block (use put_nowait on
 a queue): a blocking callback would stall this camera, never the others.
 
-Shutdown order matters: the reader thread releases its own capture after its
+Decoding (readers.py): one decoding thread per camera, PyAV where installed,
+else OpenCV. Given `caption_interval_s`, the camera measures its stream's
+key-frame interval from the first key frames and, when it is no longer than
+the caption interval, decodes key frames only (every caption then falls on a
+key frame); otherwise every frame is decoded and only due frames converted.
+Key frames that stop decoding alone, or a stream that sends no key frame for
+10x its interval, switch it back to every frame with one log line. The mode is
+logged, sent as a DecoderChanged status event and kept in `decoder_info`.
+
+Shutdown order matters: the reader thread releases its own decoder after its
 loop ends, so `stop()` only sets the stop event and joins; a capture is never
-released while another thread is inside `cap.read()` (that aborts the process).
+released while another thread is inside a read (with OpenCV that aborts the process).
 """
 from __future__ import annotations
 
@@ -36,10 +45,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import cv2
-
 from streamcap.camera_kinds import resolve_kind
-from streamcap.capture.video import OpenError, file_fps, open_capture
+from streamcap.capture.decode_mode import DecodeSteering
+from streamcap.capture.keyframes import KeyframeClock
+from streamcap.capture.pacing import FilePacer
+from streamcap.capture.readers import (
+    DecodeSettings, KeyframesLateError, KeyframesUnusable, OpenError, ReadError, Reader, open_reader,
+)
+from streamcap.decoder_kinds import DecodeMode
 from streamcap.messages import CameraReconnecting, CameraState, CameraStateChanged, Frame, StatusEvent
 from streamcap.util.backoff import Backoff
 from streamcap.util.redact import redact_url
@@ -83,6 +96,10 @@ class CameraSource:
         on_frame: FrameCallback | None = None,
         wants_frame: Callable[[float], bool] | None = None,
         rng: random.Random | None = None,
+        caption_interval_s: float | None = None,
+        decode: DecodeSettings | None = None,
+        keyframes_allowed: bool = True,
+        on_decode_mode: Callable[[DecodeMode, float | None], None] | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.url = url
@@ -93,6 +110,12 @@ class CameraSource:
         self.on_status = on_status
         self.on_frame = on_frame
         self.wants_frame = wants_frame
+        self.caption_interval_s = caption_interval_s  # None: every frame is wanted, so never key frames only
+        self.keyframes_allowed = keyframes_allowed
+        base = decode or DecodeSettings()
+        self.decode = DecodeSettings(base.library, base.hardware, base.threads, open_timeout_s, read_timeout_s)
+        self._steering = DecodeSteering(camera_id, caption_interval_s, keyframes_allowed, self.decode.threads, self._emit,
+                                        on_decode_mode)
         self._backoff = Backoff(reconnect_initial_s, reconnect_max_s, rng=rng)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,11 +132,22 @@ class CameraSource:
         self._last_frame_at: float | None = None
         self._last_frame_mono: float | None = None
 
+    @property
+    def on_decode_mode(self) -> Callable[[DecodeMode, float | None], None] | None:
+        """Told when the decode mode changes (the hub lets its sampler take key frames a little early)."""
+        return self._steering.on_mode
+
+    @on_decode_mode.setter
+    def on_decode_mode(self, callback: Callable[[DecodeMode, float | None], None] | None) -> None:
+        self._steering.on_mode = callback
+
     @classmethod
     def from_config(cls, camera_id: str, cfg: Any, **kwargs: Any) -> CameraSource:
         """Build from any object with CameraConfig's field names (url, kind, loop, *_s)."""
-        fields = ("kind", "loop", "open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s")
-        return cls(camera_id, cfg.url, **{name: getattr(cfg, name) for name in fields}, **kwargs)
+        fields = ("kind", "loop", "open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s",
+                  "caption_interval_s")
+        options = {name: getattr(cfg, name) for name in fields} | {"keyframes_allowed": getattr(cfg, "keyframes_only", True)}
+        return cls(camera_id, cfg.url, **(options | kwargs))
 
     @property
     def display_url(self) -> str:
@@ -149,7 +183,7 @@ class CameraSource:
             # Worst case the reader is inside an open or a read, each bounded by its timeout.
             thread.join(timeout_s if timeout_s is not None else self.open_timeout_s + 2 * self.read_timeout_s + 2.0)
             if thread.is_alive():
-                log.error("camera %r: reader still blocked in OpenCV after stop; leaving its capture open", self.camera_id)
+                log.error("camera %r: reader still blocked in its decoder after stop; leaving it open", self.camera_id)
                 self._thread = thread
                 return False
         self._set_state(CameraState.stopped, "stopped")
@@ -193,7 +227,7 @@ class CameraSource:
     def _connect_forever(self) -> None:
         while not self._stop.is_set():
             try:
-                cap = open_capture(self.url, self.kind, self.open_timeout_s, self.read_timeout_s, self._stop)
+                reader = open_reader(self.url, self.kind, self.decode, self._stop)
             except OpenError as exc:
                 if exc.permanent:
                     self._set_state(CameraState.down, str(exc))
@@ -201,9 +235,11 @@ class CameraSource:
                 self._wait_to_retry(CameraState.down, str(exc))
                 continue
             try:
-                lost = self._read_until_lost(cap)
+                lost = self._read_until_lost(reader)
+            except OpenError as exc:  # reopening in another decode mode failed
+                lost = str(exc)
             finally:
-                cap.release()  # on this thread, so never during a read
+                reader.release()  # on this thread, so never during a read
             if lost is None:
                 return
             self._wait_to_retry(CameraState.reconnecting, lost)
@@ -215,58 +251,64 @@ class CameraSource:
         if not self._stop.wait(delay):
             self._reconnects += 1
 
-    def _read_until_lost(self, cap: cv2.VideoCapture) -> str | None:
+    def _read_until_lost(self, reader: Reader) -> str | None:
         """Read until the stream fails (returns why) or stop/end of file (returns None)."""
         is_file = self.kind == "file"
-        period_s = 1.0 / file_fps(cap) if is_file else 0.0
-        network = self.kind in ("rtsp", "http")
+        pace = FilePacer(self._stop) if is_file else None
+        clock = KeyframeClock()
+        self._steering.connected(reader)
         connected_mono: float | None = None
-        next_due = time.monotonic()
         rewound = False  # a read right after a rewind must succeed, or the file is broken
         while not self._stop.is_set():
-            started = time.monotonic()
-            ok = cap.grab()
-            grabbed_mono = time.monotonic()
-            took_s = grabbed_mono - started
-            if not ok:
-                if is_file:
-                    if connected_mono is None:
-                        self._set_state(CameraState.down, "cannot decode any frame of the video file; replace the file or fix the url")
-                        return None
-                    if not self.loop:
-                        self._set_state(CameraState.stopped, "end of file (loop is off)")
-                        return None
-                    if not rewound and cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
-                        rewound = True
-                        self._loops += 1
-                        continue
-                    return "cannot restart the video file from the beginning"
-                return "read failed (stream ended or connection lost)"
-            if network and took_s >= self.read_timeout_s:
-                # FFmpeg hands back a stale frame when its read timeout fires.
-                return f"no frame for {took_s:.1f} s (camera hung)"
-            rewound = False
-            if connected_mono is None:
-                connected_mono = time.monotonic()
-                self._set_state(CameraState.connected, self.display_url)
-            elif self._backoff.attempt and time.monotonic() - connected_mono > STABLE_AFTER_S:
-                self._backoff.reset()
-            # Converting to BGR is about half the cost of reading a frame, so frames the
-            # sampler will not take are grabbed (decoded) but never converted.
-            if self.wants_frame is None or self.wants_frame(grabbed_mono):
-                ok, image = cap.retrieve()
-                if ok and image is not None:
-                    self._deliver(image, grabbed_mono)
-            else:
-                self._count(grabbed_mono)
-            if period_s:
-                next_due += period_s
-                wait_s = next_due - time.monotonic()
-                if wait_s > 0:
-                    self._stop.wait(wait_s)
-                elif wait_s < -1.0:  # fell far behind (loaded box): don't burst to catch up
-                    next_due = time.monotonic()
+            try:
+                item = reader.read(self._wants, pace)
+            except KeyframesUnusable as exc:
+                if isinstance(exc, KeyframesLateError) and clock.interval_s:
+                    self._steering.report_late(exc.waited_s, clock.interval_s)
+                return self._steering.give_up(str(exc))
+            except ReadError as exc:
+                return str(exc)
+            if item is None:  # end of the file (or a file that does not decode)
+                if connected_mono is not None and reader.duration_s:
+                    pace(reader.duration_s)  # a reader that skipped the last frames waits out the clip's end
+                    if (lost := self._steering.steer(reader, clock, time.monotonic())) is not None:
+                        return lost
+                if connected_mono is None:
+                    self._set_state(CameraState.down, "cannot decode any frame of the video file; replace the file or fix the url")
+                    return None
+                if not self.loop:
+                    self._set_state(CameraState.stopped, "end of file (loop is off)")
+                    return None
+                if not rewound and reader.rewind():
+                    rewound = True
+                    self._loops += 1
+                    pace.restart(reader.duration_s)
+                    continue
+                return "cannot restart the video file from the beginning"
+            clock.observe(item.key, item.pts_s, item.t_mono)
+            if item.decoded:
+                rewound = False
+                if connected_mono is None:
+                    connected_mono = item.t_mono
+                    self._set_state(CameraState.connected, self.display_url)
+                elif self._backoff.attempt and item.t_mono - connected_mono > STABLE_AFTER_S:
+                    self._backoff.reset()
+                if item.image is not None:
+                    self._deliver(item.image, item.t_mono)
+                else:
+                    self._count(item.t_mono)
+            lost = self._steering.steer(reader, clock, item.t_mono)
+            if lost is not None:
+                return lost
         return None
+
+    def _wants(self, t_mono: float) -> bool:
+        return self.wants_frame is None or self.wants_frame(t_mono)
+
+    @property
+    def decoder_info(self) -> dict:
+        """How this camera decodes now (library, hardware, mode, key-frame interval); {} before it connected."""
+        return self._steering.info
 
     def _count(self, grabbed_mono: float) -> None:
         self._next_frame_id += 1

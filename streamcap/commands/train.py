@@ -11,7 +11,15 @@ HELP = {
     "data": "Flickr8k folder, a captions.tsv folder (COCO subset, clip frames) or a Karpathy dataset_*.json; "
             "repeat --data to train on several (ids become <folder>/<image>)",
     "corrections": "caption corrections: image<TAB>caption number<TAB>corrected caption",
-    "concepts": "train a concept head (person, vehicle, animal, fire) and condition the attention decoder on it",
+    "concepts": "train a concept head (the groups person, vehicle, animal, fire and the object categories the captions "
+                "name often enough) and condition the attention decoder on it",
+    "min_category_images": "a category needs this many training images that name it to get a head output (default 25)",
+    "camera_weight": "camera frames (the hand-labelled clip corpora) count this many times in training and in the "
+                     "concept head's calibration (default 8)",
+    "input_sizes": "comma-separated encoder input squares to train at, one drawn per batch (e.g. 224,320; "
+                   "default: the encoder's own)",
+    "scst_images": "images per self-critical epoch, a fresh random share each epoch with every camera frame "
+                   "(default 0: all)",
     "out": "where to write the best checkpoint (by dev CIDEr-D)",
     "images": "image folder, for a Karpathy JSON",
     "decoder": "merge (the paper's baseline) or attention",

@@ -7,6 +7,7 @@ models built directly in code keep paths as given.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import zoneinfo
@@ -27,6 +28,7 @@ from pydantic import (
 )
 
 from streamcap.camera_kinds import SCHEME_RE, SourceKind, resolve_kind
+from streamcap.decoder_kinds import DecoderKind, DecoderLibrary
 from streamcap.util.redact import redact_url
 
 ID_PATTERN = r"^[a-z0-9_-]+$"
@@ -124,6 +126,16 @@ class CameraConfig(StrictModel):
     reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect delay; doubles on each failure.")
     reconnect_max_s: float = Field(default=2.0, gt=0, le=3600, description="Upper bound of the reconnect delay: a camera that comes back is captioned again within about this.")
     snapshot: bool = Field(default=True, description="Allow JPEG snapshots of this camera in alarms.")
+    decoder: DecoderKind | None = Field(
+        default=None,
+        description="Where this camera's video is decoded: auto, cpu, nvdec (NVIDIA GPU) or jetson (the Jetson's decoder). "
+        "Default: the box's `decode.decoder`. A decoder this box lacks falls back to the CPU with one log line.",
+    )
+    keyframes_only: bool = Field(
+        default=True,
+        description="Decode only key frames when the stream's key-frame interval, measured at connect, is no longer than "
+        "caption_interval_s (far less CPU per camera); false decodes every frame and converts only those captioned.",
+    )
 
     @field_validator("url", mode="before")
     @classmethod
@@ -175,6 +187,23 @@ class ModelConfig(StrictModel):
     max_batch: int = Field(default=8, ge=1, le=256, description="Most frames encoded together in one batch.")
     max_wait_ms: float = Field(default=50.0, ge=0, le=10_000, description="Longest a frame waits for a batch to fill before it is encoded anyway.")
     precision: Precision = Field(default=Precision.fp32, description="Numeric precision of the encoder: fp32, fp16 (GPU), int8 (TensorRT).")
+
+
+class DecodeConfig(StrictModel):
+    decoder: DecoderKind = Field(
+        default=DecoderKind.auto,
+        description="The box's default decoder for its cameras: auto (the Jetson's or an NVIDIA GPU's decoder where "
+        "present and usable, else the CPU), cpu, nvdec or jetson. A camera's own `decoder` overrides it.",
+    )
+    library: DecoderLibrary = Field(
+        default=DecoderLibrary.auto,
+        description="What decodes: auto (PyAV where installed, else OpenCV), pyav, or opencv.",
+    )
+    threads_per_camera: int = Field(
+        default=1, ge=0, le=16,
+        description="FFmpeg decoding threads per camera. 1 keeps a box of many cameras from drowning in threads; "
+        "0 is FFmpeg's own default of one per core for every camera (only for comparison).",
+    )
 
 
 class RulesConfig(StrictModel):
@@ -319,7 +348,22 @@ class HttpAuthConfig(StrictModel):
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    """An address in 127.0.0.0/8 or ::1, or the name localhost (RFC 6761); any other name is not."""
+    if host.lower().rstrip(".") == "localhost":  # the server checks the address it actually binds, too
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+_HOST_NAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$", re.IGNORECASE)
+
+
+def _check_host_name(name: str) -> str:
+    if not _HOST_NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a host name (letters, digits, - and _ in dot-separated labels, no port)")
+    return name.lower().rstrip(".")
 
 
 class HttpConfig(StrictModel):
@@ -328,6 +372,25 @@ class HttpConfig(StrictModel):
     port: int = Field(default=9108, ge=1, le=65535, description="HTTP port.")
     page: bool = Field(default=True, description="Serve the live page: camera tiles, captions, alarms, updated live.")
     auth: HttpAuthConfig | None = Field(default=None, description="Token or basic auth; required when host is not loopback.")
+    allowed_hosts: list[Annotated[str, AfterValidator(_check_host_name)]] = Field(
+        default_factory=list, max_length=100,
+        description="Host names, besides IP addresses, localhost and `host`, under which the page may be opened "
+                    "(e.g. cctv.example.lan); requests naming any other host get 403 (a guard against DNS rebinding).")
+    max_connections: int = Field(default=64, ge=4, le=4096,
+                                 description="Open HTTP connections at most; one more gets 503 (or evicts the oldest "
+                                             "connection still sending its request).")
+    max_event_streams: int = Field(default=16, ge=1, le=1024,
+                                   description="Live pages open at once (each holds an event stream); one more gets 503. "
+                                               "Must be below max_connections.")
+    header_timeout_s: float = Field(default=5.0, ge=0.5, le=60,
+                                    description="A client must send its whole request head within this, else 408.")
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> HttpConfig:
+        if self.max_event_streams >= self.max_connections:
+            raise ValueError(f"max_event_streams ({self.max_event_streams}) must be below max_connections "
+                             f"({self.max_connections}), so pages and metrics can still be served")
+        return self
 
     @model_validator(mode="after")
     def _check_exposure(self) -> HttpConfig:
@@ -337,15 +400,25 @@ class HttpConfig(StrictModel):
         return self
 
 
+class SnapshotsConfig(StrictModel):
+    memory_mb: int = Field(
+        default=256, ge=16, le=65_536,
+        description="Memory for the captioned frames kept for alarm snapshots and the live page (each camera's "
+                    "newest few; the oldest go first). A 720p frame takes 2.8 MB, a 1080p one 6.2 MB: give at least "
+                    "model.max_batch frames, so an alarm always finds its frame.")
+
+
 class StreamcapConfig(StrictModel):
     device_id: Id = Field(default="streamcap", description="This box's id in MQTT topics; keeps several boxes on one broker apart.")
     timezone: TimeZone = Field(default="UTC", description="IANA time zone for rule schedules (e.g. Europe/Paris).")
     cameras: dict[Id, CameraConfig] = Field(default_factory=dict, description="Cameras by id; ids become MQTT topic segments.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Caption model and inference settings.")
+    decode: DecodeConfig = Field(default_factory=DecodeConfig, description="How camera video is decoded (the box's defaults).")
     rules: RulesConfig = Field(default_factory=RulesConfig, description="Alert rule files.")
     mqtt: MqttConfig | None = Field(default=None, description="MQTT broker; omit to run without one.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Local outputs (console, JSON lines).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig, description="Frames kept for alarm snapshots and the page.")
     _document: Any = PrivateAttr(default=None)  # the YamlDocument it was loaded from, for positions in later errors
 
     def __eq__(self, other: object) -> bool:  # where a config came from is not part of what it says

@@ -141,7 +141,8 @@ class HomeAssistantDiscovery:
     def rules_changed(self, rules: Iterable[Rule]) -> None:
         fresh = discovery_messages(self.prefix, self.topics, self.device_id, self.cameras, rules)
         gone = set(self.topics_published) - {m.topic for m in fresh}
-        changed = [m for m in fresh if m not in self._messages]
+        before = {m.topic: m.config for m in self._messages}  # by topic: one pass, however many rules
+        changed = [m for m in fresh if before.get(m.topic) != m.config]
         self._messages = fresh
         if self._publish is None:
             return

@@ -8,7 +8,10 @@ end, `cooldown` must pass before the same rule raises a new alarm on that
 camera. "Better" is a higher concept probability for the concepts the rule
 is about (the caption's evidence), or, without a concept head, a new caption.
 
-Runs on the dispatch thread only, so its state needs no lock. Matching and
+Runs on the dispatch thread only, so its state needs no lock (`plan_rules`,
+which a reload may call elsewhere, reads nothing but the immutable rules in
+force: a large rule file is compiled off the dispatch thread and swapped in
+by `apply_rules` in one step). Matching and
 debounce use the caption's `captured_at`, so results do not depend on how
 late a caption arrives and tests need no sleeping; `tick()` ends alarms of
 cameras that have stopped sending captions at all, by the engine's clock.
@@ -133,6 +136,15 @@ class CompiledRule:
         return max((caption.concepts.get(c, 0.0) for c in self.concepts), default=0.0)
 
 
+@dataclass(frozen=True)
+class RulePlan:
+    """The next rule list: compiled rules in order, unchanged ones being the very objects in force
+    (so they keep their debounce and alarm state), and the list they were planned against."""
+
+    entries: tuple[CompiledRule, ...]
+    base: list[CompiledRule]
+
+
 class RuleEngine:
     """Evaluates every enabled rule on every caption of the cameras it watches."""
 
@@ -165,21 +177,42 @@ class RuleEngine:
 
     def replace_rules(self, rules: Iterable[Rule]) -> None:
         """Swap in a new rule list; unchanged rules keep their state, alarms of the others end."""
-        old = {c.rule.id: c for c in self._compiled}
-        compiled = []
+        plan = self.plan_rules(rules)
+        if plan is not None:
+            self.apply_rules(plan)
+
+    def plan_rules(self, rules: Iterable[Rule]) -> RulePlan | None:
+        """What `apply_rules` will do, worked out on any thread (compiling is the slow part); None: no change.
+
+        Reads only the rules in force, which are immutable; the dispatch thread replaces the list, never edits it.
+        """
+        base = self._compiled
+        by_id = {c.rule.id: c for c in base}
+        entries: list[CompiledRule] = []
+        kept = 0
         for rule in rules:
-            previous = old.pop(rule.id, None)
+            previous = by_id.get(rule.id)
             if previous is not None and previous.rule == rule:
-                compiled.append(previous)
+                entries.append(previous)
+                kept += 1
             else:
-                compiled.append(CompiledRule.compile(rule, self.known_cameras))
-                if previous is not None:
-                    old[rule.id] = previous
-        for gone in old.values():
+                entries.append(CompiledRule.compile(rule, self.known_cameras))
+        if kept == len(entries) == len(base) and all(a is b for a, b in zip(entries, base)):
+            return None
+        return RulePlan(tuple(entries), base)
+
+    def apply_rules(self, plan: RulePlan) -> None:
+        """Put a plan in force (the engine's thread; a dictionary pass, however many rules)."""
+        if plan.base is not self._compiled:  # planned against other rules than those in force: plan again here
+            plan = self.plan_rules([c.rule for c in plan.entries]) or RulePlan(tuple(self._compiled), self._compiled)
+        kept = {id(c) for c in plan.entries}
+        for gone in self._compiled:
+            if id(gone) in kept:
+                continue
             for state in gone.states.values():
                 if state.active is not None:
                     self._pending.append(self._end(gone, state, self.clock()))
-        self._compiled = compiled
+        self._compiled = list(plan.entries)
 
     def process(self, caption: Caption) -> list[Alarm]:
         messages, self._pending = self._pending, []

@@ -12,6 +12,7 @@ a model without a head (`()`), rules that need concepts say why they cannot run.
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections.abc import Iterable, Mapping
@@ -38,8 +39,24 @@ class RuleSource:
     col: int = 1
 
 
+@dataclass
+class RuleRead:
+    """One read of the rule files: what loaded, and what went wrong at which level.
+
+    `listing_errors`: a pattern could not be expanded completely (a folder missing or unreadable, EMFILE,
+    nothing matching), so the set of files itself is unknown; a reload then keeps every rule in force.
+    `errors`: problems inside files that were found; each such file contributes its fallback.
+    """
+
+    sources: list[RuleSource]
+    errors: list[str]
+    listing_errors: list[str]
+    failed_files: list[str]  # files with errors (they contributed their fallback)
+
+
 def expand_paths(paths: Iterable[str | os.PathLike], where: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
-    """(files, errors): globs expanded in order, duplicates dropped; a pattern matching nothing is an error.
+    """(files, errors): globs expanded in order, duplicates dropped; a pattern matching nothing is an error,
+    and so is a folder that cannot be listed (missing, no permission, out of descriptors).
 
     `where` gives, per pattern, the config position it was written at (`streamcap.yaml:12:7`), for the error.
     """
@@ -48,12 +65,42 @@ def expand_paths(paths: Iterable[str | os.PathLike], where: Iterable[str] | None
     positions = list(where) if where is not None else []
     for i, pattern in enumerate(paths):
         pattern = str(pattern)
-        found = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        at = f"{positions[i]}: rules.paths[{i}]: " if i < len(positions) and positions[i] else ""
+        try:
+            found = expand_pattern(pattern)
+        except OSError as exc:
+            # glob.glob would return [] here, and an unreadable folder would look like "no rules at all".
+            folder = exc.filename or os.path.dirname(pattern) or "."
+            why = "does not exist" if isinstance(exc, FileNotFoundError) else f"cannot be listed: {exc.strerror or type(exc).__name__}"
+            errors.append(f"{at}{pattern}: the folder {folder} {why}")
+            continue
         if not found:
-            at = f"{positions[i]}: rules.paths[{i}]: " if i < len(positions) and positions[i] else ""
             errors.append(f"{at}{pattern}: no rule files match this pattern; fix the path or glob")
         files.extend(f for f in found if f not in files)
     return files, errors
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    """The files a rules.paths entry names, sorted: itself if it is no glob, else glob.glob's matches."""
+    return sorted(_glob(pattern)) if glob.has_magic(pattern) else [pattern]
+
+
+def _glob(pattern: str) -> list[str]:
+    """glob.glob's matches (hidden names only for a pattern starting with '.'), except that a folder
+    that cannot be listed raises OSError instead of matching nothing."""
+    folder, name = os.path.split(pattern)
+    folders = [p for p in _glob(folder) if os.path.isdir(p)] if glob.has_magic(folder) else [folder]
+    found = []
+    for parent in folders:
+        if not glob.has_magic(name):
+            if os.path.lexists(os.path.join(parent, name)):
+                found.append(os.path.join(parent, name))
+            continue
+        with os.scandir(parent or os.curdir) as entries:
+            names = [e.name for e in entries]
+        found += [os.path.join(parent, n) for n in names
+                  if fnmatch.fnmatch(n, name) and (not n.startswith(".") or name.startswith("."))]
+    return found
 
 
 def load_rules(paths: Iterable[str | os.PathLike], known_cameras: Iterable[str] | None = None,
@@ -72,14 +119,33 @@ def load_rule_sources(
 ) -> tuple[list[RuleSource], list[str]]:
     """(rules with their origin, errors). A file with problems contributes `fallback[file]`
     (its last good version, on reload) or nothing."""
-    files, errors = expand_paths(paths, where)
+    read = read_rules(paths, known_cameras, fallback, known_concepts, where)
+    return read.sources, read.listing_errors + read.errors
+
+
+def read_rules(
+    paths: Iterable[str | os.PathLike],
+    known_cameras: Iterable[str] | None = None,
+    fallback: Mapping[str, list[RuleSource]] | None = None,
+    known_concepts: Iterable[str] | None = None,
+    where: Iterable[str] | None = None,
+) -> RuleRead:
+    """Like `load_rule_sources`, keeping listing problems apart from problems inside files.
+
+    With a `fallback` (a reload), a file that is now empty but had rules is a problem too: a file
+    saved by truncate-then-write is empty for a moment, and that must not mean "no rules".
+    """
+    files, listing_errors = expand_paths(paths, where)
+    errors: list[str] = []
     cameras = None if known_cameras is None else sorted(known_cameras)
     concepts = None if known_concepts is None else tuple(known_concepts)
     loaded: list[RuleSource] = []
+    failed: list[str] = []
     seen: dict[str, RuleSource] = {}
     for path in files:
+        previous = (fallback or {}).get(path, [])
         try:
-            fresh, problems = load_rule_file(path, cameras, concepts)
+            fresh, problems = load_rule_file(path, cameras, concepts, empty_is_problem=bool(previous))
         except Exception as exc:  # noqa: BLE001 - a file we failed to foresee still must not stop the box
             fresh, problems = [], [f"{path}:1:1: cannot load this rule file ({type(exc).__name__}); it is skipped"]
         for source in fresh:
@@ -89,19 +155,24 @@ def load_rule_sources(
         chosen = fresh
         if problems:
             errors.extend(problems)
-            chosen = [s for s in (fallback or {}).get(path, []) if s.rule.id not in seen]
+            failed.append(path)
+            chosen = [s for s in previous if s.rule.id not in seen]
         for source in chosen:
             seen[source.rule.id] = source
         loaded.extend(chosen)
-    return loaded, errors
+    return RuleRead(loaded, errors, listing_errors, failed)
 
 
 NOT_A_RULE_FILE = "not a rule file: expected a list of rules (- id: ...), or a mapping with `rules:` and `synonyms:`"
 
 
-def load_rule_file(path: str, known_cameras: list[str] | None = None,
-                   known_concepts: tuple[str, ...] | None = None) -> tuple[list[RuleSource], list[str]]:
-    """Rules of one file and its problems; callers should drop the rules if there are problems."""
+def load_rule_file(path: str, known_cameras: list[str] | None = None, known_concepts: tuple[str, ...] | None = None,
+                   empty_is_problem: bool = False) -> tuple[list[RuleSource], list[str]]:
+    """Rules of one file and its problems; callers should drop the rules if there are problems.
+
+    An empty file (nothing but comments) is an empty rule set, or with `empty_is_problem` a problem:
+    `[]` is how a file says "no rules" on purpose.
+    """
     try:
         doc = read_yaml(path, what="rule file")
     except YamlLoadError as exc:
@@ -110,7 +181,9 @@ def load_rule_file(path: str, known_cameras: list[str] | None = None,
     if doc.problems:
         return [], list(doc.problems)
     if data is None:
-        return [], []  # an empty file is an empty rule set
+        if empty_is_problem:
+            return [], [f"{path}:1:1: the file is empty (a save in progress?); write `[]` in it to remove its rules"]
+        return [], []
     if not _looks_like_rules(data):
         return [], [f"{path}:1:1: {NOT_A_RULE_FILE}"]
     file_groups: dict[str, list[str]] = {}

@@ -17,6 +17,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from streamcap.messages import Alarm, AlarmType, CameraState, Caption
 from streamcap.metrics import iso_time
@@ -38,9 +39,11 @@ class _Camera:
 class LivePage:
     name = "web"
 
-    def __init__(self, device_id: str, cameras: list[str], snapshots: SnapshotStore | None = None):
+    def __init__(self, device_id: str, cameras: list[str], snapshots: SnapshotStore | None = None,
+                 decoder_info: Callable[[str], dict] | None = None):
         self.device_id = device_id
         self.snapshots = snapshots
+        self._decoder_info = decoder_info  # how each camera decodes (CaptureHub.decoder_info): shown in its tile
         self._lock = threading.Lock()
         self._cameras = {c: _Camera(state_doc(c, CameraState.connecting, None)) for c in cameras}
         self._recent: collections.deque[dict] = collections.deque(maxlen=RECENT_ALARMS)
@@ -85,6 +88,8 @@ class LivePage:
 
     def publish_camera_state(self, camera_id: str, state: CameraState, last_frame_at: float | None = None) -> None:
         doc = state_doc(camera_id, state, last_frame_at)
+        if self._decoder_info is not None:
+            doc["decoder"] = self._decoder_info(camera_id) or None
         with self._lock:
             if camera_id not in self._cameras:
                 return
@@ -107,12 +112,17 @@ class LivePage:
 
     def state(self) -> dict:
         with self._lock:
-            cameras = [{"camera": cid, "state": cam.state, "caption": cam.caption,
+            cameras = [{"camera": cid, "state": self._with_decoder(cid, cam.state), "caption": cam.caption,
                         "frame_url": self.frame_url(cid, cam.frame_id),
                         "alarms": [a for a in self._active.values() if a["camera"] == cid]}
                        for cid, cam in self._cameras.items()]
             return {"device": self.device_id, "time": iso_time(time.time()), "cameras": cameras,
                     "recent_alarms": list(self._recent)}
+
+    def _with_decoder(self, camera_id: str, state: dict) -> dict:
+        if self._decoder_info is None:
+            return state
+        return {**state, "decoder": self._decoder_info(camera_id) or None}  # now, not as of the last state change
 
     def alarm_snapshot(self, alarm_id: str, seq: str) -> bytes | None:
         with self._lock:

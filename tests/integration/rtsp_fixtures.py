@@ -64,15 +64,15 @@ _clip_lock = threading.Lock()
 
 
 def prepared_clip(name: str, width: int | None = None, height: int | None = None, loops: int = 20) -> Path:
-    """A shared clip as a long H.264 MP4 (looped `loops` times, optionally scaled), made once."""
-    source = videos_dir() / name
+    """A shared clip (a name in videos/, or a path) as a long H.264 MP4 (looped `loops` times, optionally scaled), made once."""
+    source = Path(name) if Path(name).is_absolute() else videos_dir() / name
     if not source.is_file():
         raise FileNotFoundError(f"{source} not found; set STREAMCAP_DATA to the folder with videos/")
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise FileNotFoundError("ffmpeg not found; apt-get install -y ffmpeg")
     size = f"{width}x{height}" if width else "native"
-    out = _CLIP_CACHE / f"{source.stem}-{size}-x{loops}.mp4"
+    out = _CLIP_CACHE / f"{source.parent.parent.name}-{source.stem}-{size}-x{loops}.mp4"
     with _clip_lock:
         if out.is_file():
             return out

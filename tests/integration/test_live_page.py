@@ -54,7 +54,7 @@ def clip(tmp_path):
     return path
 
 
-def run_app(tmp_path, clip, auth=None):
+def run_app(tmp_path, clip, auth=None, allowed_hosts=None, **http):
     rules = tmp_path / "rules.yaml"
     rules.write_text("- id: someone\n  alias: Someone at the gate\n  cameras: [gate]\n"
                      "  triggers: [{trigger: caption, concept: 'person >= 0.7'}]\n")
@@ -69,15 +69,15 @@ def run_app(tmp_path, clip, auth=None):
         },
         "rules": {"paths": [str(rules)], "reload": False},
         "outputs": {"console": False, "jsonl": str(tmp_path / "events.jsonl")},
-        "http": {"enabled": True, "port": port, **({"auth": auth} if auth else {})},
+        "http": {"enabled": True, "port": port, **({"auth": auth} if auth else {}),
+                 **({"allowed_hosts": allowed_hosts} if allowed_hosts else {}), **http},
     })
     app = build(config, captioner=Counts(), console_stream=io.StringIO())
     app.start()
     return app, f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture
-def browser(tmp_path):
+def chromium(tmp_path, *extra_flags):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -85,9 +85,22 @@ def browser(tmp_path):
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1600,900",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", *extra_flags):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = chromium(tmp_path)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def rebinding_browser(tmp_path):
+    """A browser whose DNS says what an attacker's would after rebinding: these names are 127.0.0.1."""
+    driver = chromium(tmp_path, "--host-resolver-rules=MAP rebind.example 127.0.0.1, MAP wall.example 127.0.0.1")
     yield driver
     driver.quit()
 
@@ -154,6 +167,9 @@ def test_with_auth_nothing_is_served_without_the_token_and_the_browser_logs_in_o
         assert b"hunter2" not in body and b"admin" not in body
         # an unknown camera is a 404, not a traceback
         assert get(url + "/cameras/nosuch/frame.jpg", {"Authorization": f"Bearer {TOKEN}"})[0] == 404
+        # the token in the address is no credential anywhere but on the page's first load
+        assert get(f"{url}/api/state?token={TOKEN}")[0] == 401
+        assert get(f"{url}/healthz?token={TOKEN}")[0] == 401
         # the browser: /?token=... once sets a cookie, then the page, its images and its events work
         browser.get(f"{url}/?token={TOKEN}")
         assert browser.current_url == url + "/"
@@ -171,3 +187,47 @@ def test_binding_beyond_loopback_without_auth_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
     assert err.value.problems[0].startswith(f"{path}:1:1: http: host 0.0.0.0 exposes") and "add auth" in err.value.problems[0]
+
+
+def test_a_page_elsewhere_cannot_read_the_cameras_through_dns_rebinding(tmp_path, clip, rebinding_browser):
+    # given the page on loopback without auth, and a name an attacker controls that now resolves to 127.0.0.1
+    app, url = run_app(tmp_path, clip, allowed_hosts=["wall.example"])
+    port = url.rsplit(":", 1)[1]
+    try:
+        # when the browser opens the attacker's name (the attacker's page, same origin as that name)
+        rebinding_browser.get(f"http://rebind.example:{port}/")
+        # then neither the page nor anything its script asks for is served
+        body = rebinding_browser.find_element("tag name", "body").text
+        assert "does not answer to the host name 'rebind.example'" in body and "http.allowed_hosts" in body
+        for path in ("/api/state", "/healthz", "/metrics", "/cameras/gate/frame.jpg", "/events"):
+            status = rebinding_browser.execute_script(
+                "return fetch(arguments[0]).then(r => r.status)", f"http://rebind.example:{port}{path}")
+            assert status == 403, path
+        # while a name in http.allowed_hosts gets the live page
+        rebinding_browser.get(f"http://wall.example:{port}/")
+        wait(lambda: rebinding_browser.find_elements("css selector", ".tile"), 30, "camera tiles under an allowed name")
+        wait(lambda: rebinding_browser.find_element("id", "live").text == "live", 20, "the event stream under an allowed name")
+    finally:
+        app.stop()
+
+
+def test_a_page_beyond_the_event_stream_cap_says_so_and_goes_live_when_one_closes(tmp_path, clip, browser):
+    # given a box that allows one live page
+    app, url = run_app(tmp_path, clip, max_event_streams=1)
+    try:
+        browser.get(url + "/")
+        wait(lambda: browser.find_element("id", "live").text == "live", 20, "the first page live")
+        first = browser.current_window_handle
+        # when a second page opens, then it says it is not live, and why
+        browser.switch_to.new_window("tab")
+        browser.get(url + "/")
+        wait(lambda: "too many pages open" in browser.find_element("id", "live").text, 20, "the second page refused")
+        wait(lambda: browser.find_elements("css selector", ".tile"), 20, "its tiles from /api/state all the same")
+        # when the first page closes, then the second goes live by itself
+        second = browser.current_window_handle
+        browser.switch_to.window(first)
+        browser.close()
+        browser.switch_to.window(second)
+        wait(lambda: browser.find_element("id", "live").text == "live", 30, "the second page live after the first closed")
+    finally:
+        app.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from streamcap.concepts import BY_NAME, CONCEPT_NAMES, banned_words
+from streamcap.concepts import BY_NAME, GROUP_NAMES, banned_words
 from streamcap.model.checkpoint import CaptionModelSpec, save_checkpoint
 from streamcap.model.concept_head import ConceptHeadConfig
 from streamcap.model.decoder import DecoderConfig, build_decoder
@@ -18,11 +18,14 @@ from streamcap.model.grounding import GroundingOptions
 from streamcap.model.images import read_image
 from streamcap.model.vocab import Vocabulary
 
-# "attention-concepts": the attention decoder with a concept head, rigged so that
-# grounding has work to do on every image: the head is sure there is no person
-# and sure there is a vehicle, while the decoder itself likes person words.
+# "attention-concepts": the attention decoder with a concept head of groups and a few
+# categories, rigged so that grounding has work to do on every image: the head is sure
+# there is no person, no train and no truck and sure there is a vehicle, while the
+# decoder itself likes person words.
 KINDS = ["merge", "attention", "attention-concepts"]
 GROUNDING = GroundingOptions(ban_below=0.1, require_above=0.9)
+HEAD_CONCEPTS = GROUP_NAMES + ("car", "truck", "train")  # person, vehicle, animal, fire, car, truck, train
+HEAD_BIAS = [-6.0, 6.0, 0.0, -6.0, 0.0, -6.0, -6.0]
 
 
 def make_checkpoint(directory: Path, kind: str, shared_data: Path, seed: int = 0, beam_size: int = 1) -> Path:
@@ -30,14 +33,14 @@ def make_checkpoint(directory: Path, kind: str, shared_data: Path, seed: int = 0
     vocab = Vocabulary(words)
     torch.manual_seed(seed)
     with_concepts = kind == "attention-concepts"
-    head = ConceptHeadConfig(CONCEPT_NAMES, 1280).to_dict() if with_concepts else None
+    head = ConceptHeadConfig(HEAD_CONCEPTS, 1280, groups=(("vehicle", ("car", "truck")),)).to_dict() if with_concepts else None
     config = DecoderConfig(kind=kind.split("-")[0], vocab_size=len(vocab), feature_dim=1280, concept_head=head)
     decoder = build_decoder(config).eval()
     grounding = GroundingOptions()
     if with_concepts:
         person, vehicle = (sorted(banned_words(BY_NAME[c], vocab.words)) for c in ("person", "vehicle"))
         with torch.no_grad():
-            decoder.concept_head.calib_bias.copy_(torch.tensor([-6.0, 6.0, 0.0, -6.0]))
+            decoder.concept_head.calib_bias.copy_(torch.tensor(HEAD_BIAS))
             decoder.head.bias[person] += 8.0
             decoder.concept_words.weight[vehicle, 1] = 6.0
         grounding = GROUNDING

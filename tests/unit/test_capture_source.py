@@ -248,25 +248,23 @@ def test_build_hub_from_camera_configs(short_clip):
 
 
 @pytest.mark.parametrize(
-    ("before", "after"),
+    ("user", "keyframes", "expected"),
     [
-        (None, None),  # unset: OpenCV's own default is TCP
-        ("analyzeduration;200000", "rtsp_transport;tcp|analyzeduration;200000"),
-        ("", "rtsp_transport;tcp"),
-        ("rtsp_transport;udp", "rtsp_transport;udp"),  # an explicit choice is respected
+        (None, False, None),  # unset: OpenCV's own default is TCP
+        ("analyzeduration;200000", False, "rtsp_transport;tcp|analyzeduration;200000"),
+        ("", False, "rtsp_transport;tcp"),
+        ("rtsp_transport;udp", False, "rtsp_transport;udp"),  # an explicit choice is respected
+        (None, True, "rtsp_transport;tcp|avdiscard;nonkey"),  # key frames only, still over TCP
+        ("rtsp_transport;udp|avdiscard;all", True, "rtsp_transport;udp|avdiscard;nonkey"),
+        ("avdiscard;nonkey", False, "rtsp_transport;tcp"),  # the mode is the camera's to choose, per open
     ],
 )
-def test_ffmpeg_options_without_a_transport_get_tcp_added(monkeypatch, before, after):
+def test_opencv_ffmpeg_options_keep_tcp_and_carry_the_decode_mode(user, keyframes, expected):
     # given
-    from streamcap.capture.video import _force_rtsp_tcp
-
-    if before is None:
-        monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
-    else:
-        monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", before)
+    from streamcap.capture.video import capture_options
 
     # when
-    _force_rtsp_tcp()
+    options = capture_options(user, keyframes)
 
     # then
-    assert os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS") == after
+    assert options == expected

@@ -188,3 +188,14 @@ def test_a_failed_publisher_makes_health_failed_and_slow_rules_degraded():
     metrics.observe_rules(0.5)
     health = metrics.health()
     assert health["status"] == "degraded" and health["rules"] == {"slow": True, "slowest_ms": 500.0}
+
+
+def test_the_batch_size_histogram_covers_max_batch_up_to_256():
+    from streamcap.config.schema import ModelConfig
+
+    metrics = Metrics()
+    largest = ModelConfig.model_fields["max_batch"].metadata[-1].le
+    metrics.batch_size.observe(200)
+    assert largest == 256
+    assert metrics.registry.get_sample_value("streamcap_batch_size_bucket", {"le": "128.0"}) == 0
+    assert metrics.registry.get_sample_value("streamcap_batch_size_bucket", {"le": f"{largest}.0"}) == 1

@@ -178,6 +178,13 @@ def touch_later(path: Path, text: str, seconds: int) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 1_000_000_000))
 
 
+def poll_settled(watcher: RuleWatcher, clock: FakeClock) -> bool:
+    """The first poll after a change only notices it; the change is read once it has settled."""
+    assert watcher.poll() is False, "a change is read only once it has settled"
+    clock.now += watcher.settle_s
+    return watcher.poll()
+
+
 def test_hot_reload_swaps_rules_on_change(tmp_path):
     # given
     path = write(tmp_path, "r.yaml", GOOD)
@@ -191,9 +198,9 @@ def test_hot_reload_swaps_rules_on_change(tmp_path):
     touch_later(path, GOOD.replace("person_at_gate", "someone_at_gate"), 10)
     clock.now = 6
     assert watcher.poll() is False
-    # then after the interval
+    # then after the interval, once it has settled
     clock.now = 7.5
-    assert watcher.poll() is True
+    assert poll_settled(watcher, clock) is True
     assert [r.id for r in engine.rules] == ["someone_at_gate"]
 
 
@@ -207,7 +214,7 @@ def test_bad_reload_keeps_old_rules_and_logs_one_line(tmp_path, caplog):
     touch_later(path, GOOD + "      regex: '(oops'\n", 10)
     clock.now = 3
     with caplog.at_level(logging.WARNING, logger="streamcap.rules"):
-        reloaded = watcher.poll()
+        reloaded = poll_settled(watcher, clock)
         clock.now = 6
         watcher.poll()  # the same bad state is not reported again
     # then
@@ -216,11 +223,11 @@ def test_bad_reload_keeps_old_rules_and_logs_one_line(tmp_path, caplog):
     assert engine.process(Caption("gate", 1, 1.0, 1.0, "a man at the gate", "m", 1.0)), "old rules still run"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0]
-    assert f"keep their previous rules: {path}:6:7: rule person_at_gate: triggers[0].regex: invalid regex" in warnings[0]
+    assert f"keep their previous rules (1 kept): {path}:6:7: rule person_at_gate: triggers[0].regex: invalid regex" in warnings[0]
     # when it is fixed again
     touch_later(path, GOOD.replace("@person", "dog"), 20)
     clock.now = 9
-    assert watcher.poll() is True
+    assert poll_settled(watcher, clock) is True
     assert engine.rules[0].triggers[0].any == ["dog"]
 
 
@@ -234,11 +241,11 @@ def test_a_broken_file_does_not_block_reloads_of_the_others(tmp_path):
     # when b is broken and stays broken, then a is edited
     touch_later(b, "- id: dog_at_gate\n  triggers: [\n", 10)
     clock.now = 3
-    assert watcher.poll() is False
+    assert poll_settled(watcher, clock) is False
     touch_later(a, GOOD.replace("@person", "@vehicle"), 20)
     clock.now = 6
     # then a's edit goes in and b keeps its last good version
-    assert watcher.poll() is True
+    assert poll_settled(watcher, clock) is True
     assert [(r.id, r.triggers[0].any) for r in engine.rules] == [("person_at_gate", ["@vehicle"]), ("dog_at_gate", ["dog"])]
 
 
@@ -249,7 +256,7 @@ def test_reload_sees_new_files_matching_a_glob(tmp_path):
     watcher = RuleWatcher([pattern], engine, clock=clock)
     write(tmp_path, "b.yaml", GOOD.replace("person_at_gate", "second"))
     clock.now = 10
-    assert watcher.poll() is True
+    assert poll_settled(watcher, clock) is True
     assert [r.id for r in engine.rules] == ["person_at_gate", "second"]
 
 
@@ -387,3 +394,26 @@ def test_hostile_rule_files_are_one_line_errors_in_well_under_a_second(tmp_path,
     rules, errors = load_rules([path])
     assert time.monotonic() - started < 1.0
     assert rules == [] and len(errors) == 1 and errors[0].startswith(f"{path}:") and fragment in errors[0], errors
+
+
+def test_a_large_rule_file_without_aliases_is_not_taken_for_an_alias_bomb(tmp_path):
+    # given 10,000 rules written out plainly (about 150,000 YAML values, under the 1 MB file limit)
+    path = tmp_path / "many.yaml"
+    path.write_text("".join(f"- {{id: r{i:05d}, cameras: [gate], triggers: [{{trigger: caption, any: [person, w{i}]}}]}}\n"
+                            for i in range(10_000)))
+    # when
+    rules, errors = load_rules([path], ["gate"])
+    # then
+    assert errors == [] and len(rules) == 10_000
+
+
+def test_aliases_that_add_a_little_are_fine_and_a_bomb_is_still_refused(tmp_path):
+    # given a synonym list shared by 200 rules through one alias
+    shared = "synonyms:\n  intruder: &who [person, man, woman, child, burglar]\nrules:\n" + "".join(
+        f"  - {{id: r{i}, triggers: [{{trigger: caption, any: *who}}]}}\n" for i in range(200))
+    assert len(load_rules([write(tmp_path, "shared.yaml", shared)])[0]) == 200
+    # and a bomb of 10^7 values from 80 written ones
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdef", "bcdefg"))
+    rules, errors = load_rules([write(tmp_path, "bomb.yaml", bomb)])
+    assert rules == [] and len(errors) == 1 and "expands to more than 100000 values through aliases" in errors[0]
