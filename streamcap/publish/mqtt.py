@@ -322,12 +322,13 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        # The state first: whoever sees `connected` false must also see why in /healthz.
+        self.link.disconnected(reason_code, stopping=self._stop.is_set())
         self._connected.clear()
         if self._sender is not None:
             self._sender.disconnected()
         with self._caption_lock:
             self._captions_lost = True
-        self.link.disconnected(reason_code, stopping=self._stop.is_set())
         self._wake.set()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
