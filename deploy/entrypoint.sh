@@ -7,6 +7,7 @@
 # Environment (the images set all of these):
 #   STREAMCAP_CONFIG     the config file (default /config/streamcap.yaml)
 #   STREAMCAP_SPOOL_DIR  the alarm spool: mqtt.spool_dir of the example config (default /data/spool)
+#   STREAMCAP_HISTORY_DIR  the caption history: history.path of the example config (default /data/history)
 #   XDG_CACHE_HOME       streamcap keeps ONNX exports and TensorRT engines in $XDG_CACHE_HOME/streamcap
 #                        (default /data/cache)
 #   STREAMCAP_CMD        the streamcap program (default: streamcap on PATH)
@@ -15,6 +16,7 @@ set -euo pipefail
 
 config=${STREAMCAP_CONFIG:-/config/streamcap.yaml}
 spool=${STREAMCAP_SPOOL_DIR:-/data/spool}
+history=${STREAMCAP_HISTORY_DIR:-/data/history}
 streamcap=${STREAMCAP_CMD:-streamcap}
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-/data/cache}
 
@@ -23,7 +25,7 @@ fail() {
   exit 2
 }
 
-for dir in "$spool" "$XDG_CACHE_HOME"; do
+for dir in "$spool" "$history" "$XDG_CACHE_HOME"; do
   if ! mkdir -p "$dir" 2>/dev/null || [ ! -w "$dir" ]; then
     fail "$dir is not writable by uid $(id -u): mount a volume at $(dirname "$dir") that this user may write (the images run as user streamcap)"
   fi

@@ -13,7 +13,7 @@ if [ "$with_test" = 1 ]; then
   apt_packages=(mosquitto mosquitto-clients gir1.2-gst-rtsp-server-1.0 python3-gi
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gstreamer1.0-tools gstreamer1.0-libav ffmpeg
-    chromium chromium-driver systemd)
+    chromium chromium-driver systemd postgresql jq)
   missing=()
   for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "streamcap.commands.export",
     "streamcap.commands.build_engine",
     "streamcap.commands.ha",
+    "streamcap.commands.history_cmd",
 ]
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from streamcap.backends.select import load_captioner
 from streamcap.capture.hub import build_hub
 from streamcap.config.schema import StreamcapConfig
+from streamcap.history.query import History
+from streamcap.history.store import HistoryUnavailable, preflight as history_preflight
+from streamcap.history.writer import HistoryRecorder
 from streamcap.http import Auth, MetricsServer
 from streamcap.messages import DropCause
 from streamcap.metrics import Metrics
@@ -53,7 +56,19 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
         preflight(config.mqtt)  # first and fast: a box that cannot deliver alarms must not start looking healthy
     if config.outputs.jsonl is not None:
         preflight_jsonl(config.outputs.jsonl)
+    history, history_off = (config.history, "") if config.history.enabled else (None, "history.enabled is false")
+    if history is not None:
+        try:
+            history_preflight(history.path)
+        except HistoryUnavailable as exc:
+            if "path" in history.model_fields_set:
+                raise  # a folder the config names must work
+            # The default folder (beside the config file) may be read-only: the box runs, without a history.
+            log.warning("%s; running without a history", exc)
+            history, history_off = None, str(exc)
     metrics = Metrics()
+    if history is None:
+        metrics.set_history_state("off", history_off)
     # Status events are small and rate-limited at their source; the bound only guards against a stuck dispatch thread.
     status_events = BoundedQueue("status", 10_000, Overflow.drop_oldest,
                                  on_drop=lambda event: metrics.count_drop("status", DropCause.backlog))
@@ -89,6 +104,8 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
     if config.http.enabled and config.http.page:
         live = LivePage(config.device_id, list(config.enabled_cameras), snapshots, decoder_info=hub.decoder_info)
         publishers.append(live)
+    if history is not None:  # fed like a publisher: the dispatch thread only queues, one writer thread writes
+        publishers.append(HistoryRecorder(history, metrics, snapshots))
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
     pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events,
@@ -98,7 +115,7 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
         h = config.http
         limits = Limits(max_connections=h.max_connections, max_streams=h.max_event_streams, header_timeout_s=h.header_timeout_s)
         http = MetricsServer(metrics, h.host, h.port, live=live, auth=Auth.from_config(h.auth), limits=limits,
-                             allowed_hosts=h.allowed_hosts)
+                             allowed_hosts=h.allowed_hosts, history=History(history.path) if history is not None else None)
     log.info(
         "streamcap %s: %d camera(s), model %s on %s, %d rule(s), outputs: %s",
         config.device_id, len(hub.cameras), captioner.model_name, getattr(captioner, "name", "torch"),

@@ -7,6 +7,7 @@
     /alarms/<id>/<seq>/snapshot.jpg an alarm message's snapshot
     /metrics                        Prometheus text format
     /healthz (/health)              JSON health; 200 even when degraded (news, not a reason to restart)
+    /api/history/..., /history/...  the caption history's search, summary and thumbnails (web/history_api.py)
 
 It binds 127.0.0.1 by default. Bound to an address that is not loopback
 (127.0.0.0/8, ::1; decided by the address actually bound, never by a name)
@@ -48,6 +49,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamcap.metrics import Metrics
 from streamcap.util.bounded_http import BoundedHttpServer, Limits
+from streamcap.web import history_api
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.metrics.registry))
         elif path in ("/healthz", "/health"):
             self._send(200, "application/json", json.dumps(self.server.metrics.health(), indent=2).encode() + b"\n")
+        elif path.startswith(history_api.PREFIXES) and self.server.history is not None:
+            self._send(*history_api.respond(self.server.history, path, parse_qs(parts.query)))
         else:
             self._not_found("not found: try /, /metrics or /healthz")
 
@@ -290,8 +294,8 @@ def _cookies(header: str) -> dict[str, str]:
 
 class _Server(BoundedHttpServer):
     def __init__(self, address: tuple[str, int], metrics: Metrics, live, auth: Auth | None, limits: Limits,
-                 hosts: HostCheck) -> None:
-        self.metrics, self.live, self.auth, self.hosts = metrics, live, auth, hosts
+                 hosts: HostCheck, history=None) -> None:
+        self.metrics, self.live, self.auth, self.hosts, self.history = metrics, live, auth, hosts, history
         self.stopping = threading.Event()
         self.page_html = resources.files("streamcap.web").joinpath("page.html").read_bytes() if live is not None else b""
         super().__init__(address, lambda sock, client, head: _Handler((sock, head), client, self), limits,
@@ -302,8 +306,8 @@ class MetricsServer:
     """Serves the page (when `live` is given), metrics and health on host:port. Port 0 picks a free port (see `.port`)."""
 
     def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9108, live=None, auth: Auth | None = None,
-                 limits: Limits | None = None, allowed_hosts: Iterable[str] = ()) -> None:
-        self._metrics, self._live, self._auth = metrics, live, auth
+                 limits: Limits | None = None, allowed_hosts: Iterable[str] = (), history=None) -> None:
+        self._metrics, self._live, self._auth, self._history = metrics, live, auth, history
         self._address = (host, port)
         self._limits = limits or Limits()
         self._hosts = HostCheck(host, allowed_hosts)
@@ -323,7 +327,8 @@ class MetricsServer:
 
     def start(self) -> None:
         try:
-            self._server = _Server(self._address, self._metrics, self._live, self._auth, self._limits, self._hosts)
+            self._server = _Server(self._address, self._metrics, self._live, self._auth, self._limits, self._hosts,
+                                   self._history)
         except OSError as exc:
             raise OSError(
                 f"http server cannot listen on {self._address[0]}:{self._address[1]}: {exc.strerror or exc}; "

@@ -100,7 +100,8 @@ class DropCause(StrEnum):
     backlog = "backlog"  # a bounded queue was full (DROP_OLDEST)
     disconnected = "disconnected"  # best-effort messages while the broker is away
     spool_full = "spool_full"  # the alarm spool reached its bound, or its disk was full and so was the memory queue
-    output_error = "output_error"  # a local output (the JSON-lines file) could not write it
+    disk_full = "disk_full"  # a disk was full (the history's, the JSON-lines file's): not written until space returns
+    write_error = "write_error"  # a write failed otherwise (the history database, the JSON-lines file)
     shutdown = "shutdown"  # still waiting when streamcap stopped
 
 
@@ -137,7 +138,7 @@ class CameraReconnecting:
 class FramesDropped:
     """`count` more items dropped since the last event of this (stage, source, cause)."""
 
-    stage: str  # "batcher", "inference", "dispatch", "publish_mqtt", "spool"
+    stage: str  # "batcher", "inference", "dispatch", "publish_mqtt", "spool", "history"
     cause: DropCause
     count: int
     camera_id: str = ""  # the camera they belonged to, when there is one

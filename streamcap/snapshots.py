@@ -98,6 +98,11 @@ class SnapshotStore:
                     self._shrink(keep=(camera_id, frame_id))
         return data
 
+    def frame(self, camera_id: str, frame_id: int) -> Frame | None:
+        """The frame itself while it is kept (the history encodes its own thumbnail size from it)."""
+        with self._lock:
+            return self._frames.get(camera_id, {}).get(frame_id)
+
     def latest(self, camera_id: str, width: int = THUMBNAIL_WIDTH) -> tuple[Frame, bytes] | None:
         """The newest kept frame of a camera and its JPEG, or None before the first caption."""
         with self._lock:

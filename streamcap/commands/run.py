@@ -34,13 +34,14 @@ def register(subparsers) -> None:
 def _serve(config, duration_s: float | None) -> int:
     from streamcap.app import build
     from streamcap.backends.base import BackendUnavailable
+    from streamcap.history.store import HistoryUnavailable
     from streamcap.model.checkpoint import CheckpointError
     from streamcap.model.encoder import EncoderWeightsError
     from streamcap.publish.base import PublisherUnavailable
 
     try:
         app = build(config, console_stream=sys.stdout)
-    except (CheckpointError, EncoderWeightsError, BackendUnavailable, PublisherUnavailable) as exc:
+    except (CheckpointError, EncoderWeightsError, BackendUnavailable, PublisherUnavailable, HistoryUnavailable) as exc:
         print(f"streamcap: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

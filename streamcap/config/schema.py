@@ -400,6 +400,40 @@ class HttpConfig(StrictModel):
         return self
 
 
+class HistoryConfig(StrictModel):
+    enabled: bool = Field(default=True, description="Keep a searchable history of what the cameras saw (SQLite under `path`); "
+                          "`streamcap history search|summary` and the page's search read it.")
+    path: Path = Field(default=Path(".streamcap/history"), validate_default=True,
+                       description="Folder of the history database (history.db) and its thumbnails, relative to this "
+                       "file; put it in the box's state folder on a real disk.")
+    raw_days: float = Field(default=3.0, gt=0, le=365, description="Keep every single caption this many days; after that only "
+                            "segments (runs of captions that say the same thing) remain.")
+    retain_days: float = Field(default=30.0, gt=0, le=3650, description="Delete segments and alarms older than this many days.")
+    max_size_mb: int = Field(default=2048, ge=16, le=10_000_000, description="Most megabytes the database may use; beyond it the "
+                             "oldest single captions go first, then the oldest segments.")
+    thumbnails: bool = Field(default=True, description="Save a small JPEG at the start of each segment and for each alarm.")
+    thumbnail_interval_s: float = Field(default=10.0, ge=0, le=3600, description="At most one thumbnail per camera this often; "
+                                        "a segment beginning sooner shows the camera's previous one.")
+    thumbnail_max_mb: int = Field(default=1024, ge=1, le=10_000_000, description="Most megabytes of thumbnails; the oldest are deleted first.")
+    segment_max_s: float = Field(default=3600.0, ge=60, le=86_400, description="A segment lasting longer is closed and a new one "
+                                 "begins (a fresh thumbnail; single captions age out in steps of this).")
+    concept_threshold: float = Field(default=0.5, gt=0, lt=1, description="A concept at or above this probability is present; "
+                                     "a concept appearing or leaving ends a segment.")
+    max_new_words: float = Field(default=0.34, ge=0, le=1, description="A caption stays in the segment when at most this share "
+                                 "of its words (not counting a, the, on...) is new to the segment, and it names no new object.")
+    max_pending: int = Field(default=5000, ge=10, le=1_000_000, description="Captions and alarms waiting for the history writer; "
+                             "beyond this they are not written (and counted in /metrics).")
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_folder(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> HistoryConfig:
+        if self.raw_days > self.retain_days:
+            raise ValueError("raw_days must be <= retain_days (single captions cannot outlive their segments)")
+        return self
 class SnapshotsConfig(StrictModel):
     memory_mb: int = Field(
         default=256, ge=16, le=65_536,
@@ -418,6 +452,8 @@ class StreamcapConfig(StrictModel):
     mqtt: MqttConfig | None = Field(default=None, description="MQTT broker; omit to run without one.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Local outputs (console, JSON lines).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    # Validated from {} (not built bare) so the default folder is resolved against the config file too.
+    history: HistoryConfig = Field(default_factory=dict, validate_default=True, description="The searchable caption history of this box.")
     snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig, description="Frames kept for alarm snapshots and the page.")
     _document: Any = PrivateAttr(default=None)  # the YamlDocument it was loaded from, for positions in later errors
 

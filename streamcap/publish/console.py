@@ -12,13 +12,14 @@ would carry, plus a "kind" field), each line written whole with one write(2)
 so `tail -f` and crash-time inspection see everything written so far. A line
 the disk cannot take (full, I/O error) is cut back out, never left half
 written; it is counted (`streamcap_drops_total{stage="jsonl",
-cause="output_error"}`), /healthz is `failed` while the file cannot be
+cause="disk_full"}`, or `write_error` for any other error), /healthz is `failed` while the file cannot be
 written (`jsonl_unwritable`, with the path and the error), and the log says so
 once when it starts and once when it ends. `preflight_jsonl` checks the file
 can be opened before streamcap starts.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -122,14 +123,15 @@ class ConsolePublisher:
             try:
                 written = os.write(fd, line)
                 if written != len(line):
-                    raise OSError(28, f"only {written} of {len(line)} bytes written (No space left on device?)")
+                    raise OSError(errno.ENOSPC, f"only {written} of {len(line)} bytes written (No space left on device?)")
             except OSError as exc:
                 try:
                     os.ftruncate(fd, end)  # a half line would break every reader of the file
                 except OSError:
                     pass
                 self._unwritable(exc)
-                self._metrics.count_drop("jsonl", DropCause.output_error, 1, camera_id)
+                cause = DropCause.disk_full if exc.errno in (errno.ENOSPC, errno.EDQUOT) else DropCause.write_error
+                self._metrics.count_drop("jsonl", cause, 1, camera_id)
                 return
             if self._jsonl_error is not None:
                 self._writable()

@@ -150,6 +150,8 @@ def _parse_concept(value: Any) -> Any:
     return ConceptCondition(match.group(1), match.group(2), threshold)
 
 
+parse_concept_condition = _parse_concept  # one parser for rules and for history filters (`--concept "vehicle >= 0.7"`)
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 RegexText = Annotated[str, AfterValidator(_check_regex)]
 ClockTime = Annotated[dt.time, BeforeValidator(_parse_clock)]

@@ -57,7 +57,10 @@ def test_minimal_config_gets_defaults(tmp_path):
 
 
 def test_empty_file_is_all_defaults(tmp_path):
-    assert load_config(write(tmp_path, "# nothing yet\n"), env={}) == StreamcapConfig()
+    config = load_config(write(tmp_path, "# nothing yet\n"), env={})
+    # the default history folder is relative to the file, like every relative path in it
+    assert config.history.path == tmp_path / ".streamcap" / "history"
+    assert config.model_copy(update={"history": StreamcapConfig().history}) == StreamcapConfig()
 
 
 BAD_CONFIGS = [
@@ -327,7 +330,8 @@ def test_cli_config_check_ok(capsys, monkeypatch):
 def test_the_example_checks_cleanly_on_first_contact_and_keeps_its_state_in_the_users_home(capsys, monkeypatch,
                                                                                           tmp_path):
     # given a user who exported nothing (no secrets, none of the deploy folders)
-    for key in (*EXAMPLE_ENV, "STREAMCAP_SPOOL_DIR", "STREAMCAP_LOG_DIR", "STREAMCAP_RULES_DIR", "MQTT_HOST"):
+    for key in (*EXAMPLE_ENV, "STREAMCAP_SPOOL_DIR", "STREAMCAP_LOG_DIR", "STREAMCAP_HISTORY_DIR", "STREAMCAP_RULES_DIR",
+                "MQTT_HOST"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     # when they check the example, as the README says
@@ -338,6 +342,7 @@ def test_the_example_checks_cleanly_on_first_contact_and_keeps_its_state_in_the_
     config = load_config(EXAMPLE, env={"HOME": str(tmp_path)})
     assert config.mqtt.spool_dir == tmp_path / ".local/state/streamcap/spool"
     assert config.outputs.jsonl == tmp_path / ".local/state/streamcap/events.jsonl"
+    assert config.history.path == tmp_path / ".local/state/streamcap/history"
 
 
 def test_cli_config_check_errors_exit_2(tmp_path, capsys):

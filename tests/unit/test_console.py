@@ -120,7 +120,7 @@ def test_a_jsonl_file_on_a_full_disk_fails_health_counts_each_line_and_never_kee
     assert problem["problem"] == "jsonl_unwritable" and problem["path"] == str(path) and problem["status"] == "failed"
     assert metrics.health()["status"] == "failed"
     assert metrics.registry.get_sample_value(
-        "streamcap_drops_total", {"stage": "jsonl", "cause": "output_error", "camera": "gate"}) == 3
+        "streamcap_drops_total", {"stage": "jsonl", "cause": "disk_full", "camera": "gate"}) == 3
     assert [json.loads(line)["kind"] for line in path.read_text().splitlines()] == ["caption"]
     assert sum("cannot write" in r.getMessage() for r in caplog.records) == 1, "one line when it starts failing"
     # when space returns

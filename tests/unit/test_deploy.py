@@ -110,7 +110,7 @@ def box(tmp_path) -> Box:
     stub = bin_dir / "streamcap"
     stub.write_text(STUB)
     stub.chmod(0o755)
-    env = clean_env(STREAMCAP_CONFIG=str(config), STREAMCAP_SPOOL_DIR=str(data / "spool"),
+    env = clean_env(STREAMCAP_CONFIG=str(config), STREAMCAP_SPOOL_DIR=str(data / "spool"), STREAMCAP_HISTORY_DIR=str(data / "history"),
                     XDG_CACHE_HOME=str(data / "cache"), STUB_LOG=str(tmp_path / "calls.tsv"),
                     PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return Box(config, data, env, tmp_path / "calls.tsv")
@@ -151,7 +151,7 @@ def test_entrypoint_checks_the_config_then_execs_streamcap_run(box):
     assert run[2:] == ["run", "-c", str(box.config), "--duration", "5"], "extra arguments go to streamcap run"
     assert run[0] == str(proc.pid) != check[0], "streamcap run replaces the entrypoint (exec), the check does not"
     assert run[1] == str(box.data / "cache"), "XDG_CACHE_HOME reaches streamcap"
-    assert (box.data / "spool").is_dir() and (box.data / "cache").is_dir()
+    assert (box.data / "spool").is_dir() and (box.data / "history").is_dir() and (box.data / "cache").is_dir()
 
 
 def test_entrypoint_stops_at_config_errors_before_run(box):
@@ -353,6 +353,7 @@ def test_unit_keeps_devices_and_points_streamcap_at_its_directories():
     assert ("Service", "PrivateDevices") not in unit, "USB cameras and GPUs are devices"
     assert env["XDG_CACHE_HOME"] == "/var/cache/" + unit[("Service", "CacheDirectory")][0]
     assert env["STREAMCAP_SPOOL_DIR"].startswith("/var/lib/" + unit[("Service", "StateDirectory")][0] + "/")
+    assert env["STREAMCAP_HISTORY_DIR"].startswith("/var/lib/" + unit[("Service", "StateDirectory")][0] + "/")
     assert env["STREAMCAP_LOG_DIR"] == "/var/log/" + unit[("Service", "LogsDirectory")][0]
     assert float(unit[("Service", "TimeoutStopSec")][0]) > app_stop_timeout_s()
 
@@ -363,9 +364,10 @@ def test_example_config_uses_the_units_and_the_images_folders():
     # given the environment the unit and the CPU image give streamcap
     unit_env = unit_environment(unit_values(UNIT.read_text()))
     image_env = dockerfile_env(DEPLOY / "Dockerfile")
-    for env, spool, jsonl, rules in [
-        (unit_env, unit_env["STREAMCAP_SPOOL_DIR"], "/var/log/streamcap/events.jsonl", "/etc/streamcap/rules/*.yaml"),
-        (image_env, "/data/spool", "/data/log/events.jsonl", "/config/rules/*.yaml"),
+    for env, spool, jsonl, rules, history in [
+        (unit_env, unit_env["STREAMCAP_SPOOL_DIR"], "/var/log/streamcap/events.jsonl", "/etc/streamcap/rules/*.yaml",
+         unit_env["STREAMCAP_HISTORY_DIR"]),
+        (image_env, "/data/spool", "/data/log/events.jsonl", "/config/rules/*.yaml", "/data/history"),
     ]:
         # when
         config = load_config(EXAMPLE, env={**env, **SECRETS})
@@ -373,6 +375,7 @@ def test_example_config_uses_the_units_and_the_images_folders():
         assert str(config.mqtt.spool_dir) == spool
         assert str(config.outputs.jsonl) == jsonl
         assert config.rules.paths == [rules]
+        assert str(config.history.path) == history
 
 
 def test_systemd_analyze_verify_accepts_the_installed_unit(tmp_path):
@@ -576,6 +579,7 @@ def test_dockerfile_copies_files_that_exist_and_starts_with_the_entrypoint(name)
     entrypoint_defaults = dict(re.findall(r"(?m)^(?:export )?\w+=\$\{(\w+):-([^}]+)\}$", ENTRYPOINT.read_text()))
     assert env["XDG_CACHE_HOME"] == entrypoint_defaults["XDG_CACHE_HOME"] == "/data/cache"
     assert env["STREAMCAP_SPOOL_DIR"] == entrypoint_defaults["STREAMCAP_SPOOL_DIR"] == "/data/spool"
+    assert env["STREAMCAP_HISTORY_DIR"] == entrypoint_defaults["STREAMCAP_HISTORY_DIR"] == "/data/history"
     assert env["STREAMCAP_CONFIG"] == entrypoint_defaults["STREAMCAP_CONFIG"]
 
 
