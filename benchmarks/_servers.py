@@ -20,7 +20,7 @@ def free_port() -> int:
 class Broker:
     """mosquitto with persistence in `workdir`, so a persistent subscriber's queue survives restarts."""
 
-    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False):
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False, acl: str | None = None):
         self.binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
         if self.binary is None:
             sys.exit("mosquitto not found: apt-get install -y mosquitto")
@@ -33,6 +33,10 @@ class Broker:
             # Saved after every change, so a SIGKILLed broker comes back with the subscriber's session and queue.
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1",
                       "autosave_on_changes true", "max_queued_messages 100000"]
+        if acl is not None:
+            self.acl = self.dir / "acl"
+            self.acl.write_text(acl)
+            lines.append(f"acl_file {self.acl}")
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         if os.geteuid() == 0:
@@ -75,6 +79,11 @@ class Broker:
 
     def stop(self) -> None:
         self.signal(signal.SIGTERM)
+
+    def set_acl(self, text: str) -> None:
+        """Rewrite the ACL and have the running broker reload it (SIGHUP), as an operator fixing it would."""
+        self.acl.write_text(text)
+        os.kill(self.proc.pid, signal.SIGHUP)
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)

@@ -11,8 +11,10 @@
 #   --skip-venv      do not create the venv (several GB) or install the Python packages
 #
 # It never overwrites an existing config, rules folder or secrets file. Installed:
-#   PREFIX/venv                          the project and its dependencies (x86_64: torch 2.14.1 from PyPI;
-#                                        Jetson: JetPack's torch and TensorRT, through --system-site-packages)
+#   PREFIX/venv                          the project and its dependencies (x86_64: torch 2.14.1, the CUDA build
+#                                        with an NVIDIA GPU, else PyTorch's CPU build where download.pytorch.org
+#                                        answers (scripts/install_torch.sh); Jetson: JetPack's torch and
+#                                        TensorRT, through --system-site-packages)
 #   /etc/streamcap/streamcap.yaml        from deploy/streamcap.example.yaml
 #   /etc/streamcap/rules/                from rules/
 #   /etc/streamcap/streamcap.env         secrets for the unit (CAMERA_PASSWORD=..., MQTT_PASSWORD=...)
@@ -85,10 +87,7 @@ elif [ -e /etc/nv_tegra_release ]; then
 else
   [ -x "$venv_dir/bin/python" ] || "$python" -m venv "$venv_dir"
   if ! "$venv_dir/bin/python" -c "import torch, torchvision" 2>/dev/null; then
-    case "$(uname -m)" in
-      aarch64) "${pip[@]}" torch==2.9.1 torchvision==0.24.1 ;;
-      *) "${pip[@]}" torch==2.14.1 torchvision==0.29.1 ;;
-    esac
+    bash "$src/scripts/install_torch.sh" "$venv_dir/bin/python"
   fi
   "${pip[@]}" "${src}[onnx]"
 fi

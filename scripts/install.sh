@@ -26,16 +26,28 @@ if [ "$with_test" = 1 ]; then
 fi
 
 python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ] && ! "$python" -c "import ensurepip, venv" >/dev/null 2>&1; then
+  # Debian and Ubuntu ship venv's pip bootstrap in a separate package.
+  version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "install.sh: $python cannot make a venv; installing python3-venv" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    "$python" -c "import ensurepip" >/dev/null 2>&1 ||
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "python$version-venv" >/dev/null
+  else
+    echo "install.sh: $python cannot make a venv (no ensurepip): run 'sudo apt-get install python3-venv'" \
+      "(or python$version-venv), or run this script as root" >&2
+    exit 1
+  fi
+fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 
-# torch first, from the builds known to work per architecture, so that the
-# project's unpinned "torch" requirement does not pull a different multi-GB build.
+# torch first, the build chosen for this box (CUDA with an NVIDIA GPU, else PyTorch's CPU build where
+# its index can be reached), so that the project's unpinned "torch" requirement does not pull another.
 if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
-  case "$(uname -m)" in
-    aarch64) "${pip[@]}" torch==2.9.1 torchvision==0.24.1 ;;
-    *) "${pip[@]}" torch==2.14.1 torchvision==0.29.1 ;;
-  esac
+  bash scripts/install_torch.sh .venv/bin/python
 fi
 if [ "$with_test" = 1 ]; then
   "${pip[@]}" -e ".[test]"

@@ -22,7 +22,7 @@ from streamcap.util.bounded_http import Limits
 from streamcap.util.queues import BoundedQueue, Overflow
 from streamcap.pipeline import Pipeline
 from streamcap.publish.base import PublisherSet
-from streamcap.publish.console import ConsolePublisher
+from streamcap.publish.console import ConsolePublisher, preflight_jsonl
 from streamcap.publish.homeassistant import HomeAssistantDiscovery
 from streamcap.publish.mqtt import MqttPublisher, preflight
 from streamcap.rules.watch import build_rules
@@ -54,6 +54,8 @@ class App:
 def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pending_captions: int = 256) -> App:
     if config.mqtt is not None:
         preflight(config.mqtt)  # first and fast: a box that cannot deliver alarms must not start looking healthy
+    if config.outputs.jsonl is not None:
+        preflight_jsonl(config.outputs.jsonl)
     history, history_off = (config.history, "") if config.history.enabled else (None, "history.enabled is false")
     if history is not None:
         try:

@@ -99,9 +99,9 @@ class DropCause(StrEnum):
     model_error = "model_error"  # the model failed on the batch
     backlog = "backlog"  # a bounded queue was full (DROP_OLDEST)
     disconnected = "disconnected"  # best-effort messages while the broker is away
-    spool_full = "spool_full"  # the alarm spool reached its bound
-    disk_full = "disk_full"  # the history's disk is full: not written until space returns
-    write_error = "write_error"  # the history database failed otherwise (unwritable, damaged while running)
+    spool_full = "spool_full"  # the alarm spool reached its bound, or its disk was full and so was the memory queue
+    disk_full = "disk_full"  # a disk was full (the history's, the JSON-lines file's): not written until space returns
+    write_error = "write_error"  # a write failed otherwise (the history database, the JSON-lines file)
     shutdown = "shutdown"  # still waiting when streamcap stopped
 
 

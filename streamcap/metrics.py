@@ -30,6 +30,7 @@ this file is the whole list of what `/metrics` shows:
     mqtt_reconnects                  counter  broker connections after the first
     spool_depth                      gauge    alarms waiting in the on-disk spool
     spool_dropped                    counter  alarms dropped because the spool was full
+    mqtt_refused{reason}             counter  publishes the broker refused (MQTT 5 reason code, e.g. "Not authorized")
     history_written{kind}            counter  captions and alarm messages written to the history database
     history_bytes{part}              gauge    bytes the history uses: database, thumbnails
     history_state                    enum     starting|writing|paused|failed|off (paused: the disk is full)
@@ -40,11 +41,14 @@ in by `observe_status`, which dispatches on the event's type.
 
 `Metrics` also keeps the little state `/healthz` reports (camera states and
 decoders, last frame time, publisher states, slow rules, the caption load,
-the history's state); `health()` turns it into the JSON document: `ok`,
-`degraded` (a camera or the broker is away, rules are slow, the model makes
-fewer captions than the cameras ask: then `reason` says so, or the history is
-not being written: a full disk) or `failed` (a publisher cannot work at all:
-alarms are not leaving).
+the history's state, named problems); `health()` turns it into the JSON
+document: `ok`, `degraded` (a camera or the broker is away, rules are slow,
+the model makes fewer captions than the cameras ask: then `reason` says so,
+the history is not being written: a full disk, or the spool's disk is full) or
+`failed` (a publisher cannot work at all, the broker refuses our publishes,
+another client took our session, an output cannot write: alarms or records are
+not leaving). Problems are set and cleared by the component that knows
+(`set_problem`), each with the fields a person needs to fix it.
 """
 from __future__ import annotations
 
@@ -136,6 +140,9 @@ class Metrics:
         self.spool_dropped = Counter(
             "streamcap_spool_dropped", "Alarms dropped because the spool was full", registry=r
         )
+        self.mqtt_refused = Counter(
+            "streamcap_mqtt_refused", "Publishes the broker refused (MQTT 5 reason code)", ["reason"], registry=r
+        )
         self.history_written = Counter("streamcap_history_written", "Captions and alarm messages written to the history",
                                        ["kind"], registry=r)
         self.history_bytes = Gauge("streamcap_history_bytes", "Bytes the history uses on disk", ["part"], registry=r)
@@ -143,6 +150,7 @@ class Metrics:
                                   states=["starting", "writing", "paused", "failed", "off"], registry=r)
         self._history: dict | None = None  # None: no history on this box
         self._lock = threading.Lock()
+        self._problems: dict[tuple[str, str], dict] = {}  # (problem, subject) -> status and fields
         self._cameras: dict[str, dict] = {}
         self._publishers: dict[str, dict] = {}  # only those that report a state (MQTT); console does not
         self._spool_depth = 0
@@ -212,6 +220,17 @@ class Metrics:
         with self._lock:
             self._spool_depth = depth
 
+    def set_problem(self, problem: str, status: str | None, subject: str = "", **fields) -> None:
+        """Name a condition that keeps /healthz from ok ("degraded" or "failed"), with what a person needs to fix
+        it; status None clears it. `subject` tells apart several of one kind (e.g. the refused topic)."""
+        if status not in (None, "degraded", "failed"):
+            raise ValueError(f"problem status must be degraded or failed, not {status!r}")
+        with self._lock:
+            if status is None:
+                self._problems.pop((problem, subject), None)
+            else:
+                self._problems[(problem, subject)] = {"problem": problem, "status": status, **fields}
+
     def set_history_state(self, state: str, detail: str = "") -> None:
         """`paused` (disk full) and `failed` make /healthz degraded: the history is not being written."""
         self.history_state.state(state)
@@ -249,20 +268,22 @@ class Metrics:
                 mqtt["spool_depth"] = self._spool_depth
             slow = time.monotonic() < self._slow_rules_until
             rules = {"slow": slow, "slowest_ms": round(self._slowest_rules_s * 1000, 1)}
+            problems = [dict(p) for _, p in sorted(self._problems.items())]
             model = dict(self._model_load) or None
             history = dict(self._history) if self._history is not None else None
         behind = model.get("behind") if model else None
         history_down = history is not None and history["state"] in ("paused", "failed")
-        if any(p["state"] == PublisherState.failed.value for p in publishers.values()):
+        if (any(p["state"] == PublisherState.failed.value for p in publishers.values())
+                or any(p["status"] == "failed" for p in problems)):
             status = "failed"
         elif (all(c["state"] == CameraState.connected.value for c in cameras.values())
               and all(p["state"] == PublisherState.connected.value for p in publishers.values()) and not slow
-              and not behind and not history_down):
+              and not behind and not history_down and not problems):
             status = "ok"
         else:
             status = "degraded"
         doc = {"status": status, "time": iso_time(time.time()), "cameras": cameras, "mqtt": mqtt,
-               "publishers": publishers, "rules": rules, "model": model, "history": history}
+               "publishers": publishers, "rules": rules, "model": model, "history": history, "problems": problems}
         if behind:
             doc["reason"] = behind
         elif history_down:

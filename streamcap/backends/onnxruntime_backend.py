@@ -37,6 +37,9 @@ def make_session(path, device: str = "cpu", threads: int | None = None):
         raise BackendUnavailable(f"{provider} not available (onnxruntime has {', '.join(available)})")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the pipeline logs what matters; ORT's warnings are noise here
+    # ORT's pool spins between runs by default: on a CPU shared with camera decoders and other processes
+    # that burns the time the work needs (benchmarks/bench_cpu_contention.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     providers: list = [provider]

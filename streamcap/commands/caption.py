@@ -11,6 +11,7 @@ import cv2
 from streamcap.backend_kinds import BACKEND_CHOICES
 from streamcap.backends.base import BackendUnavailable
 from streamcap.backends.select import load_captioner
+from streamcap.concepts import reported
 from streamcap.model.checkpoint import CheckpointError
 from streamcap.model.encoder import EncoderWeightsError
 from streamcap.model.images import ImageReadError, read_image
@@ -83,11 +84,17 @@ def run(args) -> int:
 
     def emit(batch):
         frames = [frame for _, _, frame in batch]
-        for (source, t, _), text in zip(batch, captioner.caption(frames)):
-            record = {"file": source, "caption": text, "model": captioner.model_name}
+        for (source, t, _), description in zip(batch, captioner.describe(frames)):
+            # The same fields as every other output: the caption and its concept probabilities ({} without a
+            # head), as the MQTT payloads report them (every group, the categories that are likely enough).
+            concepts = reported(description.concepts)
+            record = {"file": source, "caption": description.text, "concepts": concepts, "model": captioner.model_name}
             if t is not None:
                 record["time_s"] = round(t, 2)
-            print(json.dumps(record) if args.json else (f"{source} @{t:.1f}s: {text}" if t is not None else f"{source}: {text}"), flush=True)
+            concepts = "".join(f" {c} {p:.2f}" for c, p in reported(description.concepts, above=0.5).items())
+            line = f"{source} @{t:.1f}s" if t is not None else source
+            print(json.dumps(record) if args.json else f"{line}: {description.text}{f'  [{concepts.strip()}]' if concepts else ''}",
+                  flush=True)
 
     batch = []
     for source, t, frame in _items(args.files, args.every):

@@ -3,7 +3,9 @@
 `remove` deletes every retained discovery config of this device under the
 discovery prefix, the ones the config would publish now and any left by
 cameras or rules removed since (found by reading the retained configs back),
-so Home Assistant drops the entities.
+so Home Assistant drops the entities; and the box's own retained messages
+(status, camera states, alarm snapshots, also read back), so nothing of it is
+left on the broker. It connects the way the publisher does (mqtt_client.py).
 """
 from __future__ import annotations
 
@@ -59,27 +61,33 @@ def run_show(args) -> int:
 
 
 def run_remove(args) -> int:
-    import paho.mqtt.client as mqtt
+    from streamcap.publish.base import PublisherUnavailable
+    from streamcap.publish.mqtt_client import build_client, connect_args, reason_text, refused
+    from streamcap.publish.payloads import Topics
 
     config = _load(args.config)
     if config is None:
         return 2
     c = config.mqtt
-    topics = {m.topic for m in _messages(config)}
-    found: set[str] = set()
+    box = Topics(c.prefix, config.device_id)
+    discovery = {m.topic for m in _messages(config)}
+    # What the box itself keeps on the broker: its status and, per camera, the last state and alarm snapshot.
+    retained = {box.status} | {topic for cam in config.cameras for topic in (box.state(cam), box.snapshot(cam))}
+    found: set[str] = set()  # retained messages read back: cameras and rules removed from the config since
+    refusals: list[str] = []
     subscribed = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{c.client_id_for(config.device_id)}-ha-remove")
-    if c.username:
-        client.username_pw_set(c.username, c.password.get_secret_value() if c.password else None)
-    if c.tls is not None:
-        client.tls_set(ca_certs=str(c.tls.ca) if c.tls.ca else None, certfile=str(c.tls.certfile) if c.tls.certfile else None,
-                       keyfile=str(c.tls.keyfile) if c.tls.keyfile else None)
-        client.tls_insecure_set(c.tls.insecure)
-    client.on_connect = lambda cl, *_: cl.subscribe(f"{c.homeassistant.prefix}/+/{config.device_id}/+/config", qos=1)
+    try:
+        client = build_client(c, f"{c.client_id_for(config.device_id)}-ha-remove")
+    except PublisherUnavailable as exc:
+        print(f"streamcap ha remove: {exc}", file=sys.stderr)
+        return 2
+    client.on_connect = lambda cl, *_: cl.subscribe(
+        [(f"{c.homeassistant.prefix}/+/{config.device_id}/+/config", 1), (f"{box.prefix}/{box.device}/#", 1)])
     client.on_subscribe = lambda *_: subscribed.set()
     client.on_message = lambda _cl, _u, msg: found.add(msg.topic) if msg.retain and msg.payload else None
+    client.on_publish = lambda _cl, _u, mid, reason, _p: refusals.append(reason_text(reason)) if refused(reason) else None
     try:
-        client.connect(c.host, c.port, keepalive=30)
+        client.connect(**connect_args(c))
     except OSError as exc:
         print(f"streamcap ha remove: cannot connect to the broker at {c.host}:{c.port}: {exc}", file=sys.stderr)
         return 1
@@ -89,11 +97,18 @@ def run_remove(args) -> int:
             print(f"streamcap ha remove: the broker at {c.host}:{c.port} did not answer", file=sys.stderr)
             return 1
         time.sleep(RETAINED_WAIT_S)
-        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in sorted(topics | found)]
+        configs = sorted(discovery | {t for t in found if t.startswith(f"{c.homeassistant.prefix}/")})
+        others = sorted((retained | found) - set(configs))
+        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in configs + others]
         for info in infos:
             info.wait_for_publish(10)
     finally:
         client.disconnect()
         client.loop_stop()
-    print(f"removed {len(topics | found)} discovery configs of device {config.device_id} under {c.homeassistant.prefix}/")
+    if refusals:
+        print(f"streamcap ha remove: the broker refused {len(refusals)} of the {len(infos)} deletions "
+              f"({refusals[0]}); check its ACL for this client", file=sys.stderr)
+        return 1
+    print(f"removed {len(configs)} discovery configs of device {config.device_id} under {c.homeassistant.prefix}/ "
+          f"and its {len(others)} retained status, state and snapshot topics under {box.prefix}/{box.device}/")
     return 0

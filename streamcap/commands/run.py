@@ -37,7 +37,7 @@ def _serve(config, duration_s: float | None) -> int:
     from streamcap.history.store import HistoryUnavailable
     from streamcap.model.checkpoint import CheckpointError
     from streamcap.model.encoder import EncoderWeightsError
-    from streamcap.publish.mqtt import PublisherUnavailable
+    from streamcap.publish.base import PublisherUnavailable
 
     try:
         app = build(config, console_stream=sys.stdout)

@@ -247,6 +247,11 @@ class HomeAssistantConfig(StrictModel):
     prefix: TopicLevel = Field(default="homeassistant", description="Home Assistant's discovery prefix (its MQTT integration setting).")
 
 
+class MqttProtocol(StrEnum):
+    v5 = "5"  # PUBACK reason codes: a refused publish is known as refused
+    v311 = "3.1.1"  # for brokers without MQTT 5: a refused publish is acknowledged like a delivered one
+
+
 class MqttConfig(StrictModel):
     host: str = Field(min_length=1, max_length=253, description="Broker host name or IP address.")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port (1883 plain, 8883 TLS).")
@@ -256,17 +261,32 @@ class MqttConfig(StrictModel):
     tls: MqttTlsConfig | None = Field(default=None, description="Connect with TLS; omit for plain MQTT.")
     client_id: str | None = Field(default=None, max_length=200, description="MQTT client id. Default: streamcap-<device_id>.")
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive; the broker publishes the offline will after ~1.5x this.")
+    protocol: MqttProtocol = Field(default=MqttProtocol.v5, description=(
+        'MQTT version: "5" (default) reports a publish the broker refuses (e.g. an ACL denial), which stays in the '
+        'spool and makes /healthz failed; "3.1.1" is for brokers without MQTT 5, and with it a refused alarm is '
+        "acknowledged like a delivered one and lost without a trace."))
+    connect_timeout_s: float = Field(default=5.0, ge=1, le=120, description=(
+        "How long to wait for the broker to answer a connection (TCP, TLS, CONNACK) before trying again: a broker "
+        "that accepts TCP and never answers is left after this."))
     qos_caption: int = Field(default=0, ge=0, le=2, description="QoS of caption messages (frequent, 0 is fine).")
-    qos_alarm: int = Field(default=1, ge=0, le=2, description="QoS of alarm messages.")
+    qos_alarm: int = Field(default=1, ge=0, le=2, description=(
+        "QoS of alarm messages. At 1 (the default) with MQTT 5 a refused alarm is seen; paho ignores the reason "
+        "code of a QoS 2 refusal, and QoS 0 has no acknowledgement at all."))
     qos_status: int = Field(default=1, ge=0, le=2, description="QoS of the retained status message.")
     spool_dir: Path = Field(default=Path(".streamcap/spool"), description="Where alarms wait on disk while the broker is unreachable.")
     spool_max_messages: int = Field(default=10000, ge=1, le=10_000_000, description="Oldest spooled alarms are dropped beyond this many.")
     spool_durable: bool = Field(default=True, description="fsync each spooled alarm: it survives a power cut, not just a crash.")
+    spool_memory_messages: int = Field(default=1000, ge=1, le=100_000, description=(
+        "Alarm messages (each with its snapshot JPEG) kept in memory while the spool's disk is full; beyond this the "
+        "oldest are dropped and counted (streamcap_drops_total{cause=\"spool_full\"})."))
     publish_snapshots: bool = Field(default=True, description="Publish alarm snapshots (JPEG) on <prefix>/<device>/<camera>/snapshot.")
     max_pending_captions: int = Field(default=100, ge=1, le=100_000, description="Captions waiting to be written to the broker; beyond this they are dropped (and counted).")
     alarm_window: int = Field(default=1, ge=1, le=1000, description="Alarm messages awaiting the broker's acknowledgement at once; 1 keeps order through any broker.")
     reconnect_min_s: float = Field(default=0.5, gt=0, le=60, description="First delay before reconnecting to the broker.")
     reconnect_max_s: float = Field(default=2.0, gt=0, le=300, description="Longest delay between reconnect attempts: the broker is back within this of returning.")
+    refused_retry_s: float = Field(default=30.0, ge=1, le=3600, description=(
+        "How often alarm messages the broker refused (MQTT 5 reason code, e.g. an ACL denial) are offered again; "
+        "they wait in the spool meanwhile, and the next ones on other topics still go."))
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery.")
 
     @field_validator("prefix")
@@ -282,6 +302,12 @@ class MqttConfig(StrictModel):
     @classmethod
     def _resolve_spool(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve_path(value, info)
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: Any) -> Any:
+        # YAML reads `protocol: 5` as a number.
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check_credentials(self) -> MqttConfig:

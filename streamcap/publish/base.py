@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # a publisher failing on every frame logs once per this, with a count
 
 
+class PublisherUnavailable(RuntimeError):
+    """A publisher cannot work with this config; the message is one line saying what to fix (`run` exits 2)."""
+
+
 @runtime_checkable
 class Publisher(Protocol):
     name: str

@@ -8,13 +8,15 @@ Topics (see payloads.Topics), all under `<prefix>/<device>/`:
     <camera>/state        retained JSON: connected | reconnecting | down ... and last frame time
 
 `publish_alarm` writes the message to the spool and returns; the sender
-thread delivers the spool in order (see alarm_sender.py). `preflight()`
-checks what can be checked before start (the spool folder is writable, the
-TLS files are readable certificates) so a box that cannot deliver alarms
-refuses to start instead of looking healthy. Reconnects back off to at most
-`reconnect_max_s` (2 s by default), so alarms flow again within seconds of
-the broker returning, at one connection attempt per couple of seconds while
-it stays away.
+thread delivers the spool in order (see alarm_sender.py), keeps what the
+broker refuses (refusals.py) and keeps the spool trying while its disk is full
+(spool.py). `preflight()` checks what can be checked before start (the spool
+folder is writable and no other process holds it, the TLS files are readable
+certificates) so a box that cannot deliver alarms refuses to start instead of
+looking healthy. How we connect is mqtt_client.py; the connection's states,
+the CONNACK timeout and a session taken over are mqtt_link.py. Reconnects back
+off to at most `reconnect_max_s` (2 s by default), so alarms flow again within
+seconds of the broker returning.
 """
 from __future__ import annotations
 
@@ -36,23 +38,25 @@ from streamcap.messages import (
     Alarm, AlarmType, CameraState, Caption, DropCause, PublisherState, PublisherStatus, StatusEvent,
 )
 from streamcap.metrics import Metrics
-from streamcap.publish.alarm_sender import AlarmSender
+from streamcap.publish.alarm_sender import AlarmSender, published
+from streamcap.publish.base import PublisherUnavailable
+from streamcap.publish.mqtt_client import build_client, connect_args
+from streamcap.publish.mqtt_link import BrokerLink
 from streamcap.publish.payloads import (
     STATUS_OFFLINE, STATUS_ONLINE, STATUS_STOPPED, Topics, alarm_doc, caption_doc, restart_end_doc, state_doc, to_json,
 )
-from streamcap.publish.spool import AlarmSpool
+from streamcap.publish.refusals import PublishRefusals
+from streamcap.publish.spool import AlarmSpool, SpoolState, SpoolStatus, spool_owner
 
 log = logging.getLogger(__name__)
 
-AUTH_REASONS = ("not authorized", "bad user name or password")
+__all__ = ["MqttPublisher", "PublisherUnavailable", "preflight"]
 
-
-class PublisherUnavailable(RuntimeError):
-    """The publisher cannot work with this config; the message is one line saying what to fix."""
+WATCHED_MAX = 1000  # retained messages (status, states, discovery) whose acknowledgement is still to be read
 
 
 def preflight(config: MqttConfig) -> None:
-    """Raise PublisherUnavailable unless the spool folder is writable and the TLS files load."""
+    """Raise PublisherUnavailable unless the spool folder is writable and ours, and the TLS files load."""
     spool = Path(config.spool_dir)
     try:
         spool.mkdir(parents=True, exist_ok=True)
@@ -61,9 +65,16 @@ def preflight(config: MqttConfig) -> None:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as exc:
+        user = "" if os.geteuid() == 0 else " (running as a user: give a folder of yours, e.g. ~/.local/state/streamcap/spool)"
         raise PublisherUnavailable(
             f"mqtt.spool_dir {spool}: cannot write there ({exc.strerror or exc}); alarms wait in this folder "
-            "while the broker is away: give a writable folder on a real disk") from None
+            f"while the broker is away: give a writable folder on a real disk{user}") from None
+    owner = spool_owner(spool)
+    if owner is not None:
+        pid = f" (pid {owner})" if owner else ""
+        raise PublisherUnavailable(
+            f"mqtt.spool_dir {spool}: another streamcap process{pid} is using it; stop that one, or give each "
+            "instance its own mqtt.spool_dir (and its own device_id)")
     tls = config.tls
     if tls is None:
         return
@@ -88,7 +99,9 @@ class MqttPublisher:
         self.topics = Topics(config.prefix, device_id)
         self._metrics = metrics if metrics is not None else Metrics()
         self._on_status = on_status
-        self.last_error: str | None = None  # the broker's last refusal, for health and tests
+        self.client_id = config.client_id_for(device_id)
+        self.link = BrokerLink(config, device_id, self.client_id, self._metrics, self._set_state)
+        self.refusals = PublishRefusals(self._metrics, self.client_id)
         self._client: mqtt.Client | None = None
         self._spool: AlarmSpool | None = None
         self._sender: AlarmSender | None = None
@@ -97,8 +110,8 @@ class MqttPublisher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._connects = 0
-        self._logged_refusal: str | None = None
-        self._logged_unreachable = False
+        self._watched: collections.deque[tuple[str, mqtt.MQTTMessageInfo]] = collections.deque(maxlen=WATCHED_MAX)
+        self._watched_lock = threading.Lock()
         # Caption backlog: MQTTMessageInfo of captions paho has not written yet.
         self._caption_lock = threading.Lock()
         self._pending_captions: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
@@ -111,12 +124,18 @@ class MqttPublisher:
     def alarms_handed(self) -> int:
         return self._sender.handed if self._sender is not None else 0
 
+    @property
+    def last_error(self) -> str | None:
+        """The broker's last refusal of our connection, for health and tests."""
+        return self.link.last_error
+
     # --- lifecycle -----------------------------------------------------------
     def start(self) -> None:
         """Open the spool first (from then on no alarm is lost), then connect without blocking."""
         c = self.config
-        self._spool = AlarmSpool(c.spool_dir, c.spool_max_messages, durable=c.spool_durable, on_drop=self._spool_dropped)
-        self._sender = AlarmSender(self._spool, c.alarm_window)
+        self._spool = AlarmSpool(c.spool_dir, c.spool_max_messages, durable=c.spool_durable, on_drop=self._spool_dropped,
+                                 memory_max=c.spool_memory_messages, on_state=self._spool_state)
+        self._sender = AlarmSender(self._spool, c.alarm_window, self.refusals, c.refused_retry_s)
         self._end_orphaned_alarms()
         self._metrics.set_spool_depth(len(self._spool))
         if len(self._spool):
@@ -128,8 +147,8 @@ class MqttPublisher:
             self._set_state(PublisherState.failed, str(exc))
             raise
         self._client = client
-        self._set_state(PublisherState.connecting, f"{c.host}:{c.port}")
-        client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+        self.link.connecting()
+        client.connect_async(**connect_args(c))
         client.loop_start()
         self._sender_thread = threading.Thread(target=self._run_sender, name="mqtt-alarms", daemon=True)
         self._sender_thread.start()
@@ -150,24 +169,12 @@ class MqttPublisher:
                         "sending their end (ended_by: restart)", len(orphans))
 
     def _make_client(self) -> mqtt.Client:
-        c = self.config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=c.client_id_for(self.device_id))
-        if c.username:
-            client.username_pw_set(c.username, c.password.get_secret_value() if c.password else None)
-        if c.tls is not None:
-            tls = c.tls
-            try:
-                client.tls_set(ca_certs=_str(tls.ca), certfile=_str(tls.certfile), keyfile=_str(tls.keyfile))
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                raise PublisherUnavailable(
-                    f"mqtt.tls: cannot load the certificates (ca={tls.ca}, certfile={tls.certfile}, keyfile={tls.keyfile}): {exc}"
-                ) from None
-            client.tls_insecure_set(tls.insecure)
+        client = build_client(self.config, self.client_id)
         # The broker publishes the will if we vanish without a DISCONNECT.
-        client.will_set(self.topics.status, STATUS_OFFLINE, qos=c.qos_status, retain=True)
-        client.reconnect_delay_set(max(1, round(c.reconnect_min_s)), max(1, round(c.reconnect_max_s)))
+        client.will_set(self.topics.status, STATUS_OFFLINE, qos=self.config.qos_status, retain=True)
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
+        client.on_connect_fail = lambda *_: self.link.connect_failed()
+        client.on_socket_open = lambda _client, _userdata, sock: self.link.socket_opened(sock)
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
@@ -195,7 +202,7 @@ class MqttPublisher:
             if self._sender_thread is not None:
                 self._sender_thread.join(max(0.1, deadline - time.monotonic()) + 1.0)
             if client is not None and self._connected.is_set():
-                info = client.publish(self.topics.status, STATUS_STOPPED, qos=self.config.qos_status, retain=True)
+                info = self._publish_watched(client, self.topics.status, STATUS_STOPPED)
                 # PUBACKs arrive in order: once `stopped` is acknowledged, so are the alarms before it.
                 try:
                     info.wait_for_publish(max(0.1, deadline - time.monotonic()))
@@ -211,9 +218,10 @@ class MqttPublisher:
             self._connected.clear()
             self._set_state(PublisherState.closed, "closed")
             self._metrics.set_spool_depth(len(spool))
-            if len(spool):
+            on_disk = len(spool) - spool.status.in_memory  # those in memory: the spool says what became of them
+            if on_disk:
                 log.warning("mqtt: %d alarm message(s) left in the spool %s; they are sent on the next start",
-                            len(spool), self.config.spool_dir)
+                            on_disk, self.config.spool_dir)
             spool.close()
             self._client = self._spool = self._sender = None
 
@@ -261,35 +269,46 @@ class MqttPublisher:
             self._states[camera_id] = payload  # re-sent on every (re)connect
         client = self._client
         if client is not None and self._connected.is_set():
-            client.publish(self.topics.state(camera_id), payload, qos=self.config.qos_status, retain=True)
+            self._publish_watched(client, self.topics.state(camera_id), payload)
 
     def publish_retained(self, topic: str, payload: bytes | str, qos: int | None = None) -> None:
         """A retained message outside the alarm path (Home Assistant discovery); an empty payload deletes it."""
         client = self._client
         if client is not None:
-            client.publish(topic, payload, qos=self.config.qos_status if qos is None else qos, retain=True)
+            self._publish_watched(client, topic, payload, qos)
+
+    def _publish_watched(self, client: mqtt.Client, topic: str, payload: bytes | str,
+                         qos: int | None = None) -> mqtt.MQTTMessageInfo:
+        """Publish a retained message whose refusal, if the broker refuses it, is reported like an alarm's."""
+        info = client.publish(topic, payload, qos=self.config.qos_status if qos is None else qos, retain=True)
+        with self._watched_lock:
+            self._watched.append((topic, info))
+        return info
+
+    def _read_watched(self) -> None:
+        """The verdicts of retained messages the broker has acknowledged since the last look."""
+        with self._watched_lock:
+            done = [(topic, info) for topic, info in self._watched if published(info)]
+            if done:
+                self._watched = collections.deque(((t, i) for t, i in self._watched if not published(i)),
+                                                  maxlen=WATCHED_MAX)
+        for topic, info in done:
+            reason = self.refusals.take(info.mid)
+            if reason is None:
+                self.refusals.accepted(topic)
+            else:
+                self.refusals.refused(topic, reason, "it is sent again on the next connection")
 
     # --- paho callbacks (network thread) ---------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        c = self.config
         if reason_code.is_failure:
-            reason = str(reason_code)
-            hint = ("; check mqtt.username and mqtt.password" if reason.lower() in AUTH_REASONS
-                    else "; check the broker's configuration")
-            self.last_error = f"broker {c.host}:{c.port} refused the connection: {reason}{hint}"
-            if self._logged_refusal != reason:  # once per distinct reason, not every retry
-                self._logged_refusal = reason
-                log.error("mqtt: %s", self.last_error)
-            self._set_state(PublisherState.refused, reason)
+            self.link.connect_refused(reason_code)
             return
-        self._logged_refusal = None
-        self._logged_unreachable = False
-        self.last_error = None
-        client.publish(self.topics.status, STATUS_ONLINE, qos=c.qos_status, retain=True)
+        self._publish_watched(client, self.topics.status, STATUS_ONLINE)
         with self._states_lock:
             states = list(self._states.items())
         for camera_id, payload in states:
-            client.publish(self.topics.state(camera_id), payload, qos=c.qos_status, retain=True)
+            self._publish_watched(client, self.topics.state(camera_id), payload)
         for callback in list(self.on_connected):
             try:
                 callback(self)
@@ -298,35 +317,24 @@ class MqttPublisher:
         self._connects += 1
         if self._connects > 1:
             self._metrics.mqtt_reconnects.inc()
-        log.info("mqtt: connected to %s:%d as %s/%s", c.host, c.port, c.prefix, self.device_id)
-        self._set_state(PublisherState.connected, f"{c.host}:{c.port}")
+        self.link.connected()
         self._connected.set()
         self._wake.set()
 
-    def _on_connect_fail(self, client, userdata) -> None:
-        c = self.config
-        self._set_state(PublisherState.connecting, f"{c.host}:{c.port} unreachable")
-        if not self._logged_unreachable:
-            self._logged_unreachable = True
-            # paho does not say why (refused, unreachable, TLS handshake): name what to check.
-            what = "host, port and the TLS files" if c.tls_enabled else "host and port (is it a TLS-only port?)"
-            log.warning("mqtt: cannot connect to the broker at %s:%d; retrying, alarms are spooled meanwhile; "
-                        "check mqtt %s", c.host, c.port, what)
-
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        was_connected = self._connected.is_set()
+        # The state first: whoever sees `connected` false must also see why in /healthz.
+        self.link.disconnected(reason_code, stopping=self._stop.is_set())
         self._connected.clear()
         if self._sender is not None:
             self._sender.disconnected()
         with self._caption_lock:
             self._captions_lost = True
-        if was_connected and not self._stop.is_set():
-            log.warning("mqtt: lost the broker (%s); reconnecting, alarms are spooled meanwhile", reason_code)
-            self._set_state(PublisherState.disconnected, str(reason_code))
         self._wake.set()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._wake.set()  # the sender reads the acknowledgement from the message's own MQTTMessageInfo
+        # Called before paho marks the message published: its owner finds the verdict when it looks.
+        self.refusals.note(mid, reason_code)
+        self._wake.set()
 
     # --- sender thread ----------------------------------------------------------
     def _run_sender(self) -> None:
@@ -334,10 +342,13 @@ class MqttPublisher:
             try:
                 sender, spool = self._sender, self._spool
                 if sender is not None and spool is not None:
+                    spool.retry()  # a no-op unless its disk was full
                     acked = sender.pump(self._client, self._connected.is_set())
                     if acked:
                         self._metrics.alarms_published.labels(publisher=self.name).inc(acked)
                         self._metrics.set_spool_depth(len(spool))
+                self.link.tick()
+                self._read_watched()
             except Exception:  # keep sending; the spool still holds everything
                 log.exception("mqtt: alarm sender error")
                 self._stop.wait(1.0)
@@ -349,6 +360,17 @@ class MqttPublisher:
         self._metrics.spool_dropped.inc(n)
         self._metrics.count_drop("spool", DropCause.spool_full, n)
 
+    def _spool_state(self, status: SpoolStatus) -> None:
+        """The spool's disk filled up or has room again (the spool itself logs the change)."""
+        if status.state is SpoolState.ok:
+            self._metrics.set_problem("spool_full", None)
+        else:
+            detail = (f"mqtt.spool_dir {self.config.spool_dir}: {status.detail}; {status.in_memory} alarm message(s) wait "
+                      f"in memory (at most {self.config.spool_memory_messages}), {status.dropped} dropped; free space "
+                      "there and they go to disk by themselves")
+            self._metrics.set_problem("spool_full", "degraded", state=str(status.state), in_memory=status.in_memory,
+                                      dropped=status.dropped, detail=detail)
+
     def _set_state(self, state: PublisherState, detail: str = "") -> None:
         self._metrics.set_mqtt_state(state, detail)
         if self._on_status is not None:
@@ -356,10 +378,6 @@ class MqttPublisher:
                 self._on_status(PublisherStatus(self.name, state, detail, time.time()))
             except Exception:
                 log.exception("mqtt: status callback failed")
-
-
-def _str(value) -> str | None:
-    return None if value is None else str(value)
 
 
 def _written(info: mqtt.MQTTMessageInfo) -> bool:

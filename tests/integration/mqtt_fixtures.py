@@ -10,6 +10,7 @@ killed by PID in teardown. Tests skip with a reason when mosquitto is missing.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -68,7 +69,7 @@ def make_test_pki(directory: Path) -> dict[str, Path]:
 
 class Mosquitto:
     def __init__(self, binary: str, users: dict[str, str] | None = None, port: int | None = None,
-                 tls: bool = False) -> None:
+                 tls: bool = False, acl: str | None = None) -> None:
         self.binary = binary
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -79,6 +80,7 @@ class Mosquitto:
         self._log_file = None
         # TLS with client certificates required: paths under "ca.crt", "client.crt", ...
         self.pki = make_test_pki(self.dir) if tls else None
+        self.acl = acl  # mosquitto acl_file text: which topics clients may read and write
         self._write_config()
 
     def _write_config(self) -> None:
@@ -109,6 +111,9 @@ class Mosquitto:
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
         else:
             lines.append("allow_anonymous true")
+        if self.acl is not None:
+            (self.dir / "acl").write_text(self.acl)
+            lines.append(f"acl_file {self.dir / 'acl'}")
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         if os.geteuid() == 0:
@@ -154,6 +159,17 @@ class Mosquitto:
     def thaw(self) -> None:
         assert self.proc is not None and self.proc.poll() is None, "mosquitto is not running"
         os.kill(self.proc.pid, signal.SIGCONT)
+
+    def set_acl(self, text: str) -> None:
+        """Rewrite the ACL and make the running broker reload it (SIGHUP), as an operator fixing it would."""
+        acl = self.dir / "acl"
+        acl.write_text(text)
+        if os.geteuid() == 0:
+            with contextlib.suppress(KeyError):
+                user = pwd.getpwnam("mosquitto")
+                os.chown(acl, user.pw_uid, user.pw_gid)
+        assert self.proc is not None and self.proc.poll() is None, "mosquitto is not running"
+        os.kill(self.proc.pid, signal.SIGHUP)
 
     def restart(self) -> None:
         self.stop()

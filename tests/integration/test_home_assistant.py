@@ -115,7 +115,7 @@ def test_home_assistant_shows_the_box_its_camera_and_its_rule_from_new_to_end(ha
     removed = subprocess.run([str(STREAMCAP), "ha", "remove", "-c", str(tmp_path / "streamcap.yaml")],
                              capture_output=True, text=True, timeout=60)
     assert removed.returncode == 0, removed.stderr
-    assert "removed 4 discovery configs of device yard-box" in removed.stdout
+    assert "removed 4 discovery configs of device yard-box" in removed.stdout, removed.stdout
     ha.wait_for(lambda: all(ha.state(e) is None for e in (caption_id, camera_id, image_id, rule_id)), WAIT_S, "the entities removed")
     errors = [line for line in ha.log_text().splitlines() if "ERROR" in line and "yard-box" in line]
     assert not errors, errors

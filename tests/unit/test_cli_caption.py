@@ -29,6 +29,10 @@ def test_shipped_model_names_what_is_plainly_in_real_photos(flickr8k, capsys, pa
     assert status == 0 and len(records) == len(images)
     hits = [r["caption"] for r in records if re.search(pattern, r["caption"])]
     assert len(hits) >= 6, f"captions: {[r['caption'] for r in records]}"
+    # and each carries the concept probabilities, as every other output does
+    concept = "animal" if "dog" in pattern else "person"
+    assert all({"person", "vehicle", "animal", "fire"} <= set(r["concepts"]) for r in records), records[0]
+    assert sum(r["concepts"][concept] >= 0.5 for r in records) >= 6, [r["concepts"] for r in records]
 
 
 def test_a_corrupt_image_is_named_and_the_rest_still_get_captions(flickr8k, tmp_path, capsys):

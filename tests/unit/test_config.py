@@ -329,6 +329,24 @@ def test_cli_config_check_ok(capsys, monkeypatch):
     assert "s3cret" not in out.out + out.err
 
 
+def test_the_example_checks_cleanly_on_first_contact_and_keeps_its_state_in_the_users_home(capsys, monkeypatch,
+                                                                                          tmp_path):
+    # given a user who exported nothing (no secrets, none of the deploy folders)
+    for key in (*EXAMPLE_ENV, "STREAMCAP_SPOOL_DIR", "STREAMCAP_LOG_DIR", "STREAMCAP_HISTORY_DIR", "STREAMCAP_RULES_DIR",
+                "MQTT_HOST"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    # when they check the example, as the README says
+    code = main(["config", "check", str(EXAMPLE)])
+    # then it is ok, and what it writes goes under their home, not /var
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    config = load_config(EXAMPLE, env={"HOME": str(tmp_path)})
+    assert config.mqtt.spool_dir == tmp_path / ".local/state/streamcap/spool"
+    assert config.outputs.jsonl == tmp_path / ".local/state/streamcap/events.jsonl"
+    assert config.history.path == tmp_path / ".local/state/streamcap/history"
+
+
 def test_cli_config_check_errors_exit_2(tmp_path, capsys):
     path = write(tmp_path, "cameras:\n  gate:\n    url: rtsp://h/s\n    fps: 30\n")
     code = main(["config", "check", str(path)])

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from streamcap.messages import Alarm, CameraState, Caption, Severity
+from streamcap.metrics import Metrics
 from streamcap.publish.console import ConsolePublisher
 
 STAMP = r"\d\d:\d\d:\d\d\.\d{3}"
@@ -101,3 +102,45 @@ def test_jsonl_file_is_appended_not_truncated(tmp_path):
         pub.close()
     # then
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_a_jsonl_file_on_a_full_disk_fails_health_counts_each_line_and_never_keeps_half_of_one(small_disk, caplog):
+    # given a JSON-lines output on a disk with one page (4 KiB) left
+    metrics = Metrics()
+    path = small_disk.root / "events.jsonl"
+    pub = ConsolePublisher(stream=io.StringIO(), jsonl_path=path, metrics=metrics)
+    pub.start()
+    pub.publish_caption(make_caption())
+    small_disk.fill(leave_bytes=4096)
+    # when lines longer than what is left come (the first write is cut short, the next find no room)
+    for _ in range(3):
+        pub.publish_caption(make_caption("a man is walking " * 1000))  # 17 kB each
+    # then /healthz is failed naming the file, each lost line is counted, and the file holds only whole lines
+    (problem,) = metrics.health()["problems"]
+    assert problem["problem"] == "jsonl_unwritable" and problem["path"] == str(path) and problem["status"] == "failed"
+    assert metrics.health()["status"] == "failed"
+    assert metrics.registry.get_sample_value(
+        "streamcap_drops_total", {"stage": "jsonl", "cause": "disk_full", "camera": "gate"}) == 3
+    assert [json.loads(line)["kind"] for line in path.read_text().splitlines()] == ["caption"]
+    assert sum("cannot write" in r.getMessage() for r in caplog.records) == 1, "one line when it starts failing"
+    # when space returns
+    small_disk.free()
+    pub.publish_caption(make_caption())
+    # then it writes again and /healthz clears
+    assert metrics.health()["problems"] == [] and len(path.read_text().splitlines()) == 2
+    pub.close()
+
+
+def test_run_refuses_a_jsonl_path_it_cannot_write_with_one_line(tmp_path, capsys):
+    # given a config whose JSON-lines file would live under a regular file
+    (tmp_path / "not-a-folder").write_text("")
+    config = tmp_path / "streamcap.yaml"
+    config.write_text(f"cameras: {{}}\noutputs: {{jsonl: {tmp_path / 'not-a-folder' / 'events.jsonl'}}}\n")
+    # when
+    from streamcap.__main__ import main
+
+    code = main(["run", "-c", str(config)])
+    # then exit 2 before anything starts, one line naming the setting and the path
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("streamcap: outputs.jsonl ") and "not-a-folder/events.jsonl" in err[0], err
