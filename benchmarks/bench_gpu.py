@@ -146,14 +146,20 @@ def _device_backend(quick: bool) -> str:
     return "torch-cuda" if torch.cuda.is_available() else "torch-cpu"
 
 
+def _run(command: list[str], budget_s: float) -> tuple[str, int | None]:
+    """(stdout and stderr, exit code or None if it ran past the budget and was killed)."""
+    try:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=budget_s)
+        return done.stdout + done.stderr, done.returncode
+    except subprocess.TimeoutExpired as exc:  # its output comes back as bytes, whatever text= said
+        captured = b"".join(part for part in (exc.stdout, exc.stderr) if part)
+        return captured.decode(errors="replace") + f"\nTIMEOUT after {budget_s:.0f} s", None
+
+
 def run_tests(run: Run, budget_s: float) -> dict:
     log = run.out / "gpu_tests.txt"
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "tests/gpu"]
-    try:
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=budget_s)
-        output, code = done.stdout + done.stderr, done.returncode
-    except subprocess.TimeoutExpired as exc:
-        output, code = f"{exc.stdout or ''}{exc.stderr or ''}\nTIMEOUT after {budget_s} s", None
+    output, code = _run(command, budget_s)
     log.write_text(output)
     summary = next((line for line in reversed(output.splitlines()) if " in " in line and ("passed" in line or "failed" in line
                                                                                            or "skipped" in line)), "")
@@ -284,18 +290,14 @@ def run_scale(run: Run, budget_s: float) -> dict:
     if not clips:
         return {"skipped": f"no clips in {CLIPS}: run benchmarks/bench_gpu.py --prepare"}
     if run.quick:
-        cameras, backend, seconds, warmup = "2", "onnxruntime-cpu", "4", "2"
+        cameras, backend, seconds, warmup, batch = "2", "onnxruntime-cpu", "4", "2", "8"
     else:
-        cameras, backend, seconds, warmup = "64,160,320", "torch-cuda", "12", "4"
+        cameras, backend, seconds, warmup, batch = "64,160,320", "torch-cuda", "12", "4", "64"
     out = run.out / "scale.json"
     command = [sys.executable, str(script), "--source", "file", "--clip", *clips, "--backend", backend, "--cameras", cameras,
-               "--decoders", "new", "--max-batch", "64", "--seconds", seconds, "--warmup", warmup, "--connect-timeout", "30",
+               "--decoders", "new", "--max-batch", batch, "--seconds", seconds, "--warmup", warmup, "--connect-timeout", "30",
                "--json", str(out)]
-    try:
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=budget_s)
-        output, code = done.stdout + done.stderr, done.returncode
-    except subprocess.TimeoutExpired as exc:
-        output, code = f"{exc.stdout or ''}{exc.stderr or ''}\nTIMEOUT after {budget_s:.0f} s", None
+    output, code = _run(command, budget_s)
     print(output[-4000:], flush=True)
     result = {"command": " ".join(command), "exit_code": code, "output_tail": output[-3000:]}
     if out.is_file():
