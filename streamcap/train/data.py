@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+
+import numpy as np
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,8 +215,30 @@ def source_of(image_id: str) -> str:
     return image_id.split("/", 1)[0] if "/" in image_id else ""
 
 
+OVERLAY = "overlay:"
+
+
+def load_overlays(spec: str, corrections: str | Path | None = None) -> CaptionCorpus:
+    """`overlay:FOLDER:COUNT`: COUNT training images of FOLDER's corpus with camera text drawn on (see train/overlays.py)."""
+    from streamcap.train.overlays import overlay_copies
+
+    folder, _, count = spec[len(OVERLAY):].rpartition(":")
+    if not folder or not count.isdigit():
+        raise ValueError(f"{spec!r}: write overlay:FOLDER:COUNT, e.g. overlay:../shared/data/coco_subset:1500")
+    source = load_corpus(folder)
+    if corrections:
+        source = apply_corrections(source, corrections)[0]
+    chosen = sorted(np.random.default_rng(int(count)).permutation(source.split("train"))[: int(count)].tolist())
+    name = f"overlay-{source.name}"
+    paths = overlay_copies(source.image_paths, chosen, Path(os.environ.get("STREAMCAP_CACHE") or ".cache") / "frames" / name)
+    return CaptionCorpus(paths, {i: source.captions[i] for i in chosen}, {"train": chosen}, name=name)
+
+
 def load_corpus(data: str | Path, images: str | Path | None = None) -> CaptionCorpus:
-    """A Flickr8k folder, a captions.tsv folder (COCO subset, clip frames), or a Karpathy JSON with its image folder."""
+    """A Flickr8k folder, a captions.tsv folder (COCO subset, clip frames), a Karpathy JSON with its image
+    folder, or `overlay:FOLDER:COUNT` (camera text drawn on COUNT of FOLDER's training images)."""
+    if str(data).startswith(OVERLAY):
+        return load_overlays(str(data))
     data = Path(data)
     if data.suffix == ".json":
         if images is None:
@@ -230,7 +254,11 @@ def load_corpus(data: str | Path, images: str | Path | None = None) -> CaptionCo
 
 def load_corpora(data: list[str | Path], images: str | Path | None = None, corrections: str | Path | None = None) -> CaptionCorpus:
     """One folder as it is; several merged (ids prefixed by folder name). Corrections apply to each part."""
-    parts = [load_corpus(d, images) for d in data]
-    if corrections:
-        parts = [apply_corrections(p, corrections)[0] for p in parts]
+    parts = []
+    for d in data:
+        if str(d).startswith(OVERLAY):  # copies its source's captions, corrected
+            parts.append(load_overlays(str(d), corrections))
+        else:
+            part = load_corpus(d, images)
+            parts.append(apply_corrections(part, corrections)[0] if corrections else part)
     return parts[0] if len(parts) == 1 else merge_corpora(parts)

@@ -141,3 +141,39 @@ def test_shared_data_splits(shared_data):
         assert not {clip_of(i) for i in clips.split("train")} & set(DEV_CLIPS)
         assert len({clip_of(i) for i in clips.split("train")}) >= 2  # something of every corpus to learn from
     assert dev_clips == set(DEV_CLIPS)  # every dev clip exists, split by clip: none of its frames is trained on
+
+
+def test_overlay_copies_are_training_images_with_camera_text_and_the_same_captions(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from streamcap.model.images import read_image
+    from streamcap.train.data import load_corpora
+
+    root = tmp_path / "coco_subset"
+    (root / "Images").mkdir(parents=True)
+    lines = []
+    for k in range(6):
+        split = "train2014" if k < 4 else "val2014"
+        name = f"COCO_{split}_{k:012d}.jpg"
+        cv2.imwrite(str(root / "Images" / name), np.full((96, 128, 3), 90, np.uint8))
+        lines.append(f"{name}\ta grey wall number {k}\n")
+    _write(root / "captions.tsv", "".join(lines))
+    _write(tmp_path / "fixes.tsv", "# the wall is plain\nCOCO_train2014_000000000001.jpg\t1\ta plain grey wall\n")
+    monkeypatch.setenv("STREAMCAP_CACHE", str(tmp_path / "cache"))
+    corpus = load_corpora([f"overlay:{root}:3"], corrections=tmp_path / "fixes.tsv")
+    ids = corpus.split("train")
+    # three of the four training images, never a dev one, each with its (corrected) captions
+    assert len(ids) == 3 and all("train2014" in i for i in ids) and "dev" not in corpus.splits
+    expected = {f"COCO_train2014_{k:012d}.jpg": [f"a grey wall number {k}"] for k in range(4)}
+    expected["COCO_train2014_000000000001.jpg"] = ["a plain grey wall"]
+    assert all(corpus.captions[i] == expected[i] for i in ids)
+    # the copies carry drawn text (the plain grey frame is no longer plain) and are the same on a second load
+    first = {i: read_image(p) for i, p in corpus.image_paths.items()}
+    assert all(float(np.abs(img.astype(int) - 90).max()) > 60 for img in first.values())
+    for path in corpus.image_paths.values():
+        path.unlink()
+    again = load_corpora([f"overlay:{root}:3"])
+    assert all(np.array_equal(first[i], read_image(again.image_paths[i])) for i in ids)
+    with pytest.raises(ValueError, match="write overlay:FOLDER:COUNT"):
+        load_corpora([f"overlay:{root}"])
