@@ -174,6 +174,45 @@ def test_no_word_follows_itself(beam_size):
     assert not any(doubled(_words(h)) for h in blocked), [_words(h) for h in blocked]
 
 
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_no_word_on_both_sides_of_and(beam_size):
+    # given a vocabulary with "and", and a decoder that lists the same thing twice: "a car and car", "red and red"
+    vocab = Vocabulary([*WORDS, "and"])
+    index = vocab.index
+
+    def lists_twice(tokens, logits):
+        logits[tokens == vocab.start_index, index["car"]] += 15.0
+        logits[(tokens == index["car"]) | (tokens == index["red"]), index["and"]] += 15.0
+        logits[tokens == index["and"], index["car"]] += 15.0
+        logits[tokens == index["and"], index["red"]] += 14.0
+
+    torch.manual_seed(6)
+    config = DecoderConfig(kind="attention", vocab_size=len(vocab), feature_dim=D, embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.0)
+    decoder = build_decoder(config).eval()
+    step = _Shaped(decoder, lists_twice)
+    grid = torch.randn(3, P, D)
+
+    def search(rules):
+        memory, _ = decoder.prepare(grid)
+        state = decoder.init_state(memory)
+        if beam_size == 1:
+            found = greedy_search(step, state, memory, vocab.start_index, vocab.end_index, 20, rules)
+        else:
+            found = beam_search(step, state, memory, vocab.start_index, vocab.end_index, 20, beam_size=beam_size, rules=rules)
+        return [vocab.decode(h.tokens).split() for h in found]
+
+    def around_and(words):
+        return any(a == b for a, middle, b in zip(words, words[1:], words[2:]) if middle == "and")
+
+    with torch.no_grad():
+        free = search(StepRules(vocab, options=GroundingOptions(block_repeated_words=False)))
+        blocked = search(StepRules(vocab))
+    assert all(around_and(words) for words in free), "the test needs a decoder that repeats around 'and'"
+    # then no caption has the same word on both sides of "and", and the lists still happen
+    assert not any(around_and(words) for words in blocked), blocked
+    assert any("and" in words for words in blocked), blocked
+
+
 def test_without_concepts_only_the_word_rules_apply():
     rules = StepRules(VOCAB, CONCEPTS, None, GroundingOptions(ban_below=0.5, require_above=0.5))
     assert rules.ban_mask is None and rules.required is None
