@@ -1,7 +1,7 @@
 """Concept truth beside caption quality: does the model name what is there, and only that?
 
     python benchmarks/bench_concept_truth.py --model streamcap/assets/default.pt [--model runs/x/model.pt:1]
-        [--backend onnxruntime-cpu] [--sets flickr8k,coco_subset,clip_frames,cctv_clips] [--json out.json]
+        [--backend onnxruntime-cpu] [--input-size 320] [--sets flickr8k,coco_subset,clip_frames,cctv_clips] [--json out.json]
 
 For each model (CHECKPOINT[:BEAM]) and each dev set it captions every image
 through the real captioner (the backend the pipeline would pick, grounded
@@ -66,6 +66,7 @@ def main() -> int:
     p.add_argument("--model", action="append", help="CHECKPOINT[:BEAM] (default: the shipped model at its beam)")
     p.add_argument("--backend", default="onnxruntime-cpu")
     p.add_argument("--sets", default=",".join(SETS))
+    p.add_argument("--input-size", type=int, help="encoder input side (default: the checkpoint's for this backend)")
     p.add_argument("--limit", type=int, default=0, help="first N images of each set (quick looks)")
     p.add_argument("--corrections", default="data/caption_corrections.tsv", help="caption corrections applied to the references")
     p.add_argument("--json", help="write every row and every caption here")
@@ -86,8 +87,10 @@ def main() -> int:
     report = []
     for spec in args.model or [""]:
         path, _, beam = spec.partition(":")
-        captioner = load_captioner(path or None, backend=args.backend, beam_size=int(beam) if beam else None)
+        captioner = load_captioner(path or None, backend=args.backend, beam_size=int(beam) if beam else None,
+                                   input_size=args.input_size)
         name = f"{Path(path).parent.name}/{Path(path).name}" if path else "shipped default"
+        name += f" @{args.input_size}px" if args.input_size else ""
         for set_name, corpus in sets.items():
             ids = corpus.split("dev")[: args.limit or None]
             t0 = time.perf_counter()

@@ -18,3 +18,11 @@ BACKEND_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+# The backends that run on an NVIDIA GPU: a checkpoint may ask for a larger
+# encoder input on these than on a CPU box (`input_size_gpu` / `input_size_cpu`).
+GPU_BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda")
+
+
+def box_kind(backend: str) -> str:
+    return "gpu" if backend in GPU_BACKENDS else "cpu"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamcap.backend_kinds import box_kind
 from streamcap.model.preprocess import preprocess  # noqa: F401 - the encoders' preprocessing, defined once there
 
 
@@ -59,16 +60,17 @@ def input_size_for(spec, backend: str = "", requested: int | None = None) -> int
     """The encoder's square input side for a caption model on a backend: the one place it is decided.
 
     `requested` (the config's `model.input_size`) wins; otherwise the
-    checkpoint's own size (a checkpoint may carry `input_size`; those trained
-    before it use their encoder's standard size). `backend` is there so a
-    checkpoint may later carry per-device defaults without a change at every
-    caller.
+    checkpoint's own size for this kind of box (`input_size_gpu` or
+    `input_size_cpu` in its info, written by `streamcap pack --note`: a GPU
+    box affords a larger input than a 2-core CPU box), then its one
+    `input_size`; those trained before either use their encoder's standard size.
     """
     if requested is not None:
         if requested not in INPUT_SIZES and requested != SPECS[spec.encoder].input_size:
             raise ValueError(f"input size {requested}: choose {INPUT_SIZES.start}-{INPUT_SIZES.stop - 1} in steps of {INPUT_SIZES.step}")
         return int(requested)
-    own = getattr(spec, "input_size", None) or (spec.info or {}).get("input_size")
+    info = spec.info or {}
+    own = info.get(f"input_size_{box_kind(backend)}") or getattr(spec, "input_size", None) or info.get("input_size")
     return int(own) if own else SPECS[spec.encoder].input_size
 
 

@@ -22,6 +22,11 @@ def test_the_config_wins_then_the_checkpoint_then_the_encoder(spec):
     assert input_size_for(spec, "torch-cuda", 320) == 320
     carrying = dataclasses.replace(spec, info={**spec.info, "input_size": 288})
     assert input_size_for(carrying, "tensorrt") == 288
+    per_box = dataclasses.replace(spec, info={**spec.info, "input_size_gpu": "320", "input_size_cpu": "224"})
+    assert input_size_for(per_box, "tensorrt") == 320
+    assert input_size_for(per_box, "torch-cuda") == 320
+    assert input_size_for(per_box, "onnxruntime-cpu") == 224
+    assert input_size_for(per_box, "onnxruntime-cuda", 256) == 256
     with pytest.raises(ValueError, match="input size 300: choose 224-640 in steps of 32"):
         input_size_for(spec, "torch-cpu", 300)
 
