@@ -149,8 +149,9 @@ def load_coco_subset(root: str | Path) -> CaptionCorpus:
 
 
 def clip_of(frame_id: str) -> str:
-    """`ir-night-yard_00840.jpg` -> `ir-night-yard`."""
-    return frame_id.rsplit("_", 1)[0]
+    """`ir-night-yard_00840.jpg` -> `ir-night-yard`; a merged id's corpus is dropped (`cctv_extra/shop-a_00010.jpg`
+    -> `shop-a`), so the frames of one clip from several corpora, overlaid copies included, are one clip."""
+    return frame_id.rsplit("/", 1)[-1].rsplit("_", 1)[0]
 
 
 def shared_data_root() -> Path:
@@ -231,7 +232,10 @@ def load_overlays(spec: str, corrections: str | Path | None = None) -> CaptionCo
     chosen = sorted(np.random.default_rng(int(count)).permutation(source.split("train"))[: int(count)].tolist())
     name = f"overlay-{source.name}"
     paths = overlay_copies(source.image_paths, chosen, Path(os.environ.get("STREAMCAP_CACHE") or ".cache") / "frames" / name)
-    return CaptionCorpus(paths, {i: source.captions[i] for i in chosen}, {"train": chosen}, name=name)
+    # Camera frames keep their hand labels, so their copies count as camera frames: the text must appear on
+    # camera views without vehicles too, or the head still reads "camera text" as "traffic camera".
+    labels = {i: source.labels[i] for i in chosen if i in source.labels}
+    return CaptionCorpus(paths, {i: source.captions[i] for i in chosen}, {"train": chosen}, labels, name=name)
 
 
 def load_corpus(data: str | Path, images: str | Path | None = None) -> CaptionCorpus:

@@ -177,3 +177,28 @@ def test_overlay_copies_are_training_images_with_camera_text_and_the_same_captio
     assert all(np.array_equal(first[i], read_image(again.image_paths[i])) for i in ids)
     with pytest.raises(ValueError, match="write overlay:FOLDER:COUNT"):
         load_corpora([f"overlay:{root}"])
+
+
+def test_overlaid_camera_frames_keep_their_hand_labels_and_their_clip(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from streamcap.train.data import clip_of, load_corpora
+
+    # given a clip-frames corpus: a training clip without vehicles and a dev clip
+    root = tmp_path / "clips"
+    (root / "Frames").mkdir(parents=True)
+    frames = ["shop-a_00000.jpg", "shop-a_00010.jpg", "car-detection_00000.jpg"]
+    for name in frames:
+        cv2.imwrite(str(root / "Frames" / name), np.full((96, 128, 3), 90, np.uint8))
+    _write(root / "captions.tsv", "".join(f"{n}\ta quiet shop\n" for n in frames))
+    _write(root / "labels.tsv", "frame\tperson\tvehicle\tanimal\n" + "".join(f"{n}\t0\t0\t0\n" for n in frames))
+    monkeypatch.setenv("STREAMCAP_CACHE", str(tmp_path / "cache"))
+    # when its training frames are overlaid beside the originals
+    corpus = load_corpora([root, f"overlay:{root}:100"])
+    copies = [i for i in corpus.split("train") if i.startswith("overlay-clips/")]
+    # then every training frame has a copy, labelled like its original (so it counts as a camera frame), the dev
+    # clip has none, and a copy belongs to its original's clip (one fold for both when the head is calibrated)
+    assert sorted(copies) == ["overlay-clips/shop-a_00000.jpg", "overlay-clips/shop-a_00010.jpg"]
+    assert all(corpus.labels[i] == {"person": 0, "vehicle": 0, "animal": 0} for i in copies)
+    assert {clip_of(i) for i in copies} == {clip_of("clips/shop-a_00000.jpg")} == {"shop-a"}
