@@ -1,6 +1,6 @@
 """Captioner speed on this machine: encoder alone, decoder alone, end to end.
 
-    python benchmarks/bench_captioner_speed.py [--model CKPT [--model CKPT2]] [--repeats 7] [--backends torch-cpu,onnxruntime-cpu]
+    python benchmarks/bench_captioner_speed.py [--model CKPT[@SIZE] [--model CKPT2[@SIZE]]] [--repeats 7] [--backends torch-cpu,onnxruntime-cpu]
 
 Reports medians over repeats (the machine is shared and noisy) at batch 1 and
 8, per backend: images/s of the encoder, captions/s end to end (preprocess +
@@ -93,9 +93,16 @@ def _row(captioner, frames, batch: int, repeats: int) -> tuple[str, float]:
             f"| {batch / t_all_old:.1f} | {t_old / t_new:.2f} |"), e2e[default_beam]
 
 
+def _load(model: str | None, backend: str):
+    """`runs/x/model.pt@320`: the checkpoint with its encoder on a 320 px square."""
+    path, _, size = (model or "").partition("@")
+    return load_captioner(path or None, backend=backend, input_size=int(size) if size else None)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", help="checkpoint (repeat to compare; default: the shipped model)")
+    p.add_argument("--model", action="append",
+                   help="checkpoint[@INPUT_SIZE] (repeat to compare; default: the shipped model at its own size)")
     p.add_argument("--data", default=os.environ.get("STREAMCAP_DATA", "../shared/data") + "/flickr8k")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--batches", default="1,8")
@@ -113,7 +120,7 @@ def main() -> int:
           "| default decode: today's search / device search | default vs first model |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for backend in args.backends.split(","):
-        captioners = [load_captioner(m, backend=backend) for m in models]
+        captioners = [_load(m, backend) for m in models]
         for batch in [int(b) for b in args.batches.split(",")]:
             base = None
             for model, captioner in zip(models, captioners):

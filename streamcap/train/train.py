@@ -225,10 +225,14 @@ def stratified_folds(data: TrainingData, folds: int, seed: int) -> np.ndarray:
     return fold_of
 
 
-def fit_concept_head(config: TrainConfig, data: TrainingData, feature_dim: int) -> tuple[ConceptHead, list[torch.Tensor]]:
-    """The calibrated head trained on every training image, and per input size the out-of-fold probabilities (N, C)."""
+def fit_concept_head(config: TrainConfig, data: TrainingData, feature_dim: int,
+                     names: tuple[str, ...] | None = None) -> tuple[ConceptHead, list[torch.Tensor]]:
+    """The calibrated head trained on every training image, and per input size the out-of-fold probabilities (N, C).
+
+    `names`: the concepts to learn (a refit keeps a trained decoder's); default: the groups and every category
+    with enough training images."""
     all_labels, all_mask = label_arrays([image_labels(data.corpus, i) for i in data.train_ids], CONCEPT_NAMES)
-    names = head_concepts(data, all_labels, all_mask, config.min_category_images)
+    names = tuple(names) if names else head_concepts(data, all_labels, all_mask, config.min_category_images)
     keep = torch.tensor([CONCEPT_NAMES.index(c) for c in names])
     labels, mask = all_labels[:, keep], all_mask[:, keep]
     groups = tuple((g, tuple(c for c in members_of(g) if c in names)) for g in GROUP_NAMES)

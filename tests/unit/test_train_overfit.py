@@ -109,3 +109,30 @@ def test_a_model_with_a_concept_head_trains_and_reports_its_concepts(tiny_corpus
     assert all(0.0 <= p <= 1.0 for d in described for p in d.concepts.values())
     # and a second run reuses the trained head instead of training it again
     assert (out.parent / "m.concepts.pt").is_file()
+
+
+def test_a_refitted_concept_head_keeps_the_models_concepts_and_decoder(tiny_corpus, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, _ = tiny_corpus
+    out = tmp_path / "c" / "m.pt"
+    assert main(_tiny_args(root, out, tmp_path, "--epochs", "1", "--concepts", "true", "--concept-epochs", "1")) == 0
+    # when its head is refitted on the same images plus copies with camera text drawn on
+    refit = tmp_path / "c" / "refit.pt"
+    monkeypatch.setenv("STREAMCAP_CACHE", str(tmp_path / "cache"))
+    script = Path(__file__).resolve().parents[2] / "scripts" / "refit_concept_head.py"
+    done = subprocess.run([sys.executable, str(script), "--model", str(out), "--out", str(refit), "--data", str(root),
+                           "--data", f"overlay:{root}:6", "--epochs", "2", "--folds", "3", "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # then the model has the same concepts and decoder, a new head, and still describes frames with every concept
+    (spec, decoder, _), (new_spec, new_decoder, _) = load_checkpoint(out), load_checkpoint(refit)
+    assert new_spec.concept_names == spec.concept_names
+    old_state, new_state = decoder.state_dict(), new_decoder.state_dict()
+    changed = {k for k in old_state if not torch.equal(old_state[k], new_state[k])}
+    assert changed and all(k.startswith("concept_head.") for k in changed), changed
+    assert "refit_concept_head.py" in new_spec.info["concept_head_refit"]
+    described = load_captioner(refit, backend="torch-cpu").describe([read_image(p) for p in sorted((root / "Images").iterdir())[:2]])
+    assert [sorted(d.concepts) for d in described] == [sorted(spec.concept_names)] * 2
