@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from streamcap.backends.select import load_captioner
 from streamcap.capture.hub import build_hub
+from streamcap.masks import CaptionMask
 from streamcap.config.schema import StreamcapConfig
 from streamcap.history.query import History
 from streamcap.history.store import HistoryUnavailable, preflight as history_preflight
@@ -109,7 +110,9 @@ def build(config: StreamcapConfig, captioner=None, console_stream=None, max_pend
     publisher_set = PublisherSet(publishers, metrics, on_status=status_events.put)
 
     pipeline = Pipeline(hub, captioner, engine, watcher, publisher_set, metrics, status_events,
-                        max_pending_captions=max_pending_captions, snapshots=snapshots, on_rules_changed=rules_listeners)
+                        max_pending_captions=max_pending_captions, snapshots=snapshots, on_rules_changed=rules_listeners,
+                        caption_masks={camera_id: CaptionMask.from_config(camera.mask)
+                                       for camera_id, camera in config.enabled_cameras.items() if camera.mask})
     http = None
     if config.http.enabled:
         h = config.http

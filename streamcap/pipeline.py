@@ -32,8 +32,11 @@ import threading
 import time
 from typing import Callable
 
+import numpy as np
+
 from streamcap.capture.hub import CaptureHub
 from streamcap.capture.load import CaptionLoad
+from streamcap.masks import CaptionMask
 from streamcap.messages import AlarmType, CameraStateChanged, Caption, DecoderChanged, DropCause, StatusEvent
 from streamcap.metrics import Metrics
 from streamcap.publish.base import PublisherSet
@@ -61,6 +64,7 @@ class Pipeline:
         on_stopped: Callable[[], None] | None = None,
         snapshots: SnapshotStore | None = None,
         on_rules_changed: list[Callable[[list], None]] | None = None,
+        caption_masks: dict[str, CaptionMask] | None = None,
     ) -> None:
         self.hub, self.captioner, self.rules, self.rule_watcher = hub, captioner, rules, rule_watcher
         self.snapshots = snapshots if snapshots is not None else SnapshotStore()
@@ -72,6 +76,7 @@ class Pipeline:
         self._on_stopped = on_stopped
         self.readers_stopped = True  # False after stop() if a camera reader stayed blocked in OpenCV
         self._on_rules_changed = list(on_rules_changed or [])
+        self._masks = dict(caption_masks or {})  # camera -> regions the model does not see
         self._frames_counted: dict[str, int] = {}
         self._next_stats_sync = 0.0
         self._load = CaptionLoad()
@@ -95,7 +100,7 @@ class Pipeline:
                 frames = batch.frames
                 self.metrics.batch_size.observe(len(frames))
                 try:
-                    descriptions = self.captioner.describe([f.image for f in frames])
+                    descriptions = self.captioner.describe([self._model_view(f) for f in frames])
                 except Exception:  # noqa: BLE001 - a model failure must not kill the box
                     log.exception("captioning a batch of %d frames failed; skipped", len(frames))
                     for frame in frames:
@@ -114,6 +119,10 @@ class Pipeline:
                     self._put_caption(caption)
         finally:
             self._put_end()
+
+    def _model_view(self, frame) -> np.ndarray:
+        mask = self._masks.get(frame.camera_id)
+        return frame.image if mask is None else mask.apply(frame.image)
 
     def _put_caption(self, caption: Caption) -> None:
         self._captions.put(caption)  # DROP_OLDEST: when dispatch is behind, the newest caption is the most useful

@@ -125,11 +125,27 @@ class CameraConfig(StrictModel):
         description="Where this camera's video is decoded: auto, cpu, nvdec (NVIDIA GPU) or jetson (the Jetson's decoder). "
         "Default: the box's `decode.decoder`. A decoder this box lacks falls back to the CPU with one log line.",
     )
+    mask: list[list[float]] = Field(
+        default_factory=list,
+        description="Regions the captioner does not see, each [x, y, width, height] as fractions of the frame "
+        "(e.g. [0, 0, 0.4, 0.1] for a timestamp top left): on-screen text reads as traffic to the model. "
+        "Snapshots and the page keep the whole picture.",
+    )
     keyframes_only: bool = Field(
         default=True,
         description="Decode only key frames when the stream's key-frame interval, measured at connect, is no longer than "
         "caption_interval_s (far less CPU per camera); false decodes every frame and converts only those captioned.",
     )
+
+    @field_validator("mask")
+    @classmethod
+    def _mask_regions(cls, regions: list[list[float]]) -> list[list[float]]:
+        from streamcap.masks import region_error
+
+        for k, region in enumerate(regions):
+            if (error := region_error(region)) is not None:
+                raise ValueError(f"region {k + 1} {error}")
+        return regions
 
     @field_validator("url", mode="before")
     @classmethod
