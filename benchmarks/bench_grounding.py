@@ -74,9 +74,11 @@ def main() -> int:
     print(f"{args.model}, beam {args.beam}, input {encoder.spec.input_size}; cells: recall / false mention (count)")
     print("| ban below | require above | set | person recall | person false | vehicle recall | vehicle false | animal recall | animal false | CHAIRs | CIDEr-D |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    settings = [(float(b), float(r), ()) for b in args.ban.split(",") for r in args.require.split(",")]
-    settings += [(float(args.ban.split(",")[-1]), float(args.require.split(",")[-1]),
-                  (("person", float(pb), float(args.require.split(",")[-1])),)) for pb in args.person_ban.split(",") if pb]
+    settings = []
+    if args.ban and args.require:  # `--ban "" --require ""`: only the --try settings
+        settings = [(float(b), float(r), ()) for b in args.ban.split(",") for r in args.require.split(",")]
+        settings += [(float(args.ban.split(",")[-1]), float(args.require.split(",")[-1]),
+                      (("person", float(pb), float(args.require.split(",")[-1])),)) for pb in args.person_ban.split(",") if pb]
     if args.tries:
         settings = [parse_setting(t) for t in args.tries]
     settings = [(*setting, float(boost)) for setting in settings for boost in args.boost.split(",")]

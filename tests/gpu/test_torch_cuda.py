@@ -27,7 +27,12 @@ def _agree(a: list[str], b: list[str]) -> float:
 
 @pytest.fixture(scope="module")
 def cpu():
-    return load_captioner(backend="torch-cpu", max_batch=48)
+    # at the size the GPU takes by default (a CPU box takes a smaller one), so the two see the same pixels
+    from streamcap.model.checkpoint import DEFAULT_MODEL, load_checkpoint
+    from streamcap.model.encoder import input_size_for
+
+    size = input_size_for(load_checkpoint(DEFAULT_MODEL)[0], "torch-cuda")
+    return load_captioner(backend="torch-cpu", max_batch=48, input_size=size)
 
 
 @pytest.fixture(scope="module")
