@@ -40,7 +40,10 @@ import torch
 from streamcap.model.vocab import PAD_INDEX, Vocabulary
 
 NEG_INF = float("-inf")
-CONJUNCTIONS = ("and", "or")  # a word may not stand on both sides of one
+# A word may not stand on both sides of one of these, with or without an article after it:
+# "cars and cars", "a black and black photo", "a bowl of a bowl".
+JOINERS = ("and", "or", "of")
+ARTICLES = ("a", "an", "the")
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,8 @@ class StepRules:
         self.word_class, self.banned_after_class = _word_rule_tables(vocab, self.device)  # (V,), (classes, V+1)
         self.block_trigrams = options.block_repeated_trigrams
         self.block_repeats = options.block_repeated_words
-        # "cars and cars", "black and black": the word before a conjunction may not follow it
-        self.conjunctions = torch.tensor(sorted(vocab.indices(CONJUNCTIONS)), dtype=torch.long, device=self.device)
+        self.joiners = torch.tensor(sorted(vocab.indices(JOINERS)), dtype=torch.long, device=self.device)
+        self.articles = torch.tensor(sorted(vocab.indices(ARTICLES)), dtype=torch.long, device=self.device)
         self.require_within = options.require_within
         self.ban_mask: torch.Tensor | None = None  # (B, V) bool
         self.concept_columns: torch.Tensor | None = None  # (W,): the vocabulary indices of every concept word
@@ -200,9 +203,12 @@ class RowRules:
             banned.index_copy_(1, columns, banned.index_select(1, columns) | self.ban)
         if rules.block_repeats and t:
             banned.scatter_(1, previous[:, None], True)
-            if t >= 2 and len(rules.conjunctions):
-                after_conjunction = torch.isin(previous, rules.conjunctions)  # (R,)
-                banned.scatter_(1, torch.where(after_conjunction, history[:, t - 2], V)[:, None], True)
+            if t >= 2 and len(rules.joiners):
+                after_joiner = torch.isin(previous, rules.joiners)  # (R,): "bowl of _"
+                banned.scatter_(1, torch.where(after_joiner, history[:, t - 2], V)[:, None], True)
+                if t >= 3:  # "bowl of a _"
+                    after_article = torch.isin(previous, rules.articles) & torch.isin(history[:, t - 2], rules.joiners)
+                    banned.scatter_(1, torch.where(after_article, history[:, t - 3], V)[:, None], True)
         if rules.block_trigrams and t >= 3:
             repeat = (history[:, : t - 2] == history[:, t - 2 : t - 1]) & (history[:, 1 : t - 1] == history[:, t - 1 :])  # (R, t-2)
             # Each position that repeats the last two words bans the word that followed it there;

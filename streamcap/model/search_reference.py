@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from streamcap.model.decoder import Memory, State
-from streamcap.model.grounding import CONJUNCTIONS, GroundingOptions
+from streamcap.model.grounding import ARTICLES, JOINERS, GroundingOptions
 from streamcap.model.search import Hypothesis
 from streamcap.model.vocab import PAD_INDEX, Vocabulary
 
@@ -47,7 +47,8 @@ class HostStepRules:
         self.after_rules = vocab.rule_tensors
         self.block_trigrams = options.block_repeated_trigrams
         self.block_repeats = options.block_repeated_words
-        self.conjunctions = torch.tensor(sorted(vocab.indices(CONJUNCTIONS)), dtype=torch.long)
+        self.joiners = torch.tensor(sorted(vocab.indices(JOINERS)), dtype=torch.long)
+        self.articles = torch.tensor(sorted(vocab.indices(ARTICLES)), dtype=torch.long)
         self.require_within = options.require_within
         self.boost_by_concept: torch.Tensor | None = None  # (C, V)
         self.ban_mask: torch.Tensor | None = None  # (B, V) bool
@@ -85,8 +86,11 @@ class HostStepRules:
         if self.block_repeats and t:
             logprobs.scatter_(1, previous[:, None], NEG_INF)
             if t >= 2:
-                rows = torch.isin(previous, self.conjunctions).nonzero()[:, 0]
+                rows = torch.isin(previous, self.joiners).nonzero()[:, 0]
                 logprobs[rows, history[rows, t - 2]] = NEG_INF
+            if t >= 3:
+                rows = (torch.isin(previous, self.articles) & torch.isin(history[:, t - 2], self.joiners)).nonzero()[:, 0]
+                logprobs[rows, history[rows, t - 3]] = NEG_INF
         if self.block_trigrams and t >= 3:
             repeat = (history[:, : t - 2] == history[:, t - 2 : t - 1]) & (history[:, 1 : t - 1] == history[:, t - 1 :])  # (R, t-2)
             rows, positions = repeat.nonzero(as_tuple=True)
