@@ -174,6 +174,27 @@ def test_no_word_follows_itself(beam_size):
     assert not any(doubled(_words(h)) for h in blocked), [_words(h) for h in blocked]
 
 
+def _free_and_blocked(vocab, shape, seed, beam_size):
+    """Captions of 3 images by a real decoder over `vocab` with the habit `shape`: without, then with the word rules."""
+    torch.manual_seed(seed)
+    config = DecoderConfig(kind="attention", vocab_size=len(vocab), feature_dim=D, embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.0)
+    decoder = build_decoder(config).eval()
+    step = _Shaped(decoder, shape)
+    grid = torch.randn(3, P, D)
+
+    def search(rules):
+        memory, _ = decoder.prepare(grid)
+        state = decoder.init_state(memory)
+        if beam_size == 1:
+            found = greedy_search(step, state, memory, vocab.start_index, vocab.end_index, 20, rules)
+        else:
+            found = beam_search(step, state, memory, vocab.start_index, vocab.end_index, 20, beam_size=beam_size, rules=rules)
+        return [vocab.decode(h.tokens).split() for h in found]
+
+    with torch.no_grad():
+        return search(StepRules(vocab, options=GroundingOptions(block_repeated_words=False))), search(StepRules(vocab))
+
+
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_no_word_on_both_sides_of_and(beam_size):
     # given a vocabulary with "and", and a decoder that lists the same thing twice: "a car and car", "red and red"
@@ -186,27 +207,10 @@ def test_no_word_on_both_sides_of_and(beam_size):
         logits[tokens == index["and"], index["car"]] += 15.0
         logits[tokens == index["and"], index["red"]] += 14.0
 
-    torch.manual_seed(6)
-    config = DecoderConfig(kind="attention", vocab_size=len(vocab), feature_dim=D, embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.0)
-    decoder = build_decoder(config).eval()
-    step = _Shaped(decoder, lists_twice)
-    grid = torch.randn(3, P, D)
-
-    def search(rules):
-        memory, _ = decoder.prepare(grid)
-        state = decoder.init_state(memory)
-        if beam_size == 1:
-            found = greedy_search(step, state, memory, vocab.start_index, vocab.end_index, 20, rules)
-        else:
-            found = beam_search(step, state, memory, vocab.start_index, vocab.end_index, 20, beam_size=beam_size, rules=rules)
-        return [vocab.decode(h.tokens).split() for h in found]
-
     def around_and(words):
         return any(a == b for a, middle, b in zip(words, words[1:], words[2:]) if middle == "and")
 
-    with torch.no_grad():
-        free = search(StepRules(vocab, options=GroundingOptions(block_repeated_words=False)))
-        blocked = search(StepRules(vocab))
+    free, blocked = _free_and_blocked(vocab, lists_twice, 6, beam_size)
     assert all(around_and(words) for words in free), "the test needs a decoder that repeats around 'and'"
     # then no caption has the same word on both sides of "and", and the lists still happen
     assert not any(around_and(words) for words in blocked), blocked
@@ -226,27 +230,10 @@ def test_no_noun_repeated_across_of_a(beam_size):
         logits[tokens == index["car"], index["of"]] += 15.0
         logits[tokens == index["of"], index["a"]] += 15.0
 
-    torch.manual_seed(7)
-    config = DecoderConfig(kind="attention", vocab_size=len(vocab), feature_dim=D, embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.0)
-    decoder = build_decoder(config).eval()
-    step = _Shaped(decoder, repeats)
-    grid = torch.randn(3, P, D)
-
-    def search(rules):
-        memory, _ = decoder.prepare(grid)
-        state = decoder.init_state(memory)
-        if beam_size == 1:
-            found = greedy_search(step, state, memory, vocab.start_index, vocab.end_index, 20, rules)
-        else:
-            found = beam_search(step, state, memory, vocab.start_index, vocab.end_index, 20, beam_size=beam_size, rules=rules)
-        return [vocab.decode(h.tokens).split() for h in found]
-
     def car_of_a_car(words):
         return any(w == ("car", "of", "a", "car") for w in zip(words, words[1:], words[2:], words[3:]))
 
-    with torch.no_grad():
-        free = search(StepRules(vocab, options=GroundingOptions(block_repeated_words=False)))
-        blocked = search(StepRules(vocab))
+    free, blocked = _free_and_blocked(vocab, repeats, 7, beam_size)
     assert all(car_of_a_car(words) for words in free), free
     # then no caption repeats the noun across "of a"; the rest of the habit stays
     assert not any(car_of_a_car(words) for words in blocked), blocked
