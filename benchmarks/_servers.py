@@ -89,6 +89,16 @@ class Broker:
         self.signal(signal.SIGKILL)
 
 
+def stop_process(proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    """SIGTERM (a clean stop, as systemd does), SIGKILL if it is not gone within `timeout_s`."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
     broker = Broker(workdir)
     broker.start()

@@ -27,7 +27,6 @@ import os
 import re
 import resource
 import selectors
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,7 +39,7 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from _servers import free_port
+from _servers import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-0123456789abcdef"
@@ -212,11 +211,7 @@ def run(tree: Path, clients: int, seconds: float, rate: float, clip: Path) -> di
         flood.stop.set()
         flood.thread.join()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
     window = flood_end - flood_start
     pre_start = flood_start - seconds / 3

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
+
+from _servers import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMCAP_DATA", REPO.parent / "shared" / "data"))
@@ -92,11 +93,7 @@ def run(tree: Path, count: int, window: float, clip: Path) -> dict:
         time.sleep(window)
         marks.append(time.time())
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
     points = captions(workdir)
     names = ("steady", "touch", "one rule edited")

@@ -97,6 +97,15 @@ def _word_rule_tables(vocab: Vocabulary, device: torch.device) -> tuple[torch.Te
     return cache[device]
 
 
+def _joiner_tables(vocab: Vocabulary, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vocabulary indices of JOINERS and ARTICLES, on the device once, not once per batch."""
+    cache = vocab.__dict__.setdefault("_joiner_tables", {})
+    if device not in cache:
+        cache[device] = tuple(torch.tensor(sorted(vocab.indices(words)), dtype=torch.long, device=device)
+                              for words in (JOINERS, ARTICLES))
+    return cache[device]
+
+
 def _concept_words_table(vocab: Vocabulary, concepts: tuple[str, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """((C, V) bool: which words name each concept, (W,): the indices of all those words), built once per device."""
     cache = vocab.__dict__.setdefault("_concept_words_table", {})
@@ -138,8 +147,7 @@ class StepRules:
         self.word_class, self.banned_after_class = _word_rule_tables(vocab, self.device)  # (V,), (classes, V+1)
         self.block_trigrams = options.block_repeated_trigrams
         self.block_repeats = options.block_repeated_words
-        self.joiners = torch.tensor(sorted(vocab.indices(JOINERS)), dtype=torch.long, device=self.device)
-        self.articles = torch.tensor(sorted(vocab.indices(ARTICLES)), dtype=torch.long, device=self.device)
+        self.joiners, self.articles = _joiner_tables(vocab, self.device)  # (J,), (A,)
         self.require_within = options.require_within
         self.ban_mask: torch.Tensor | None = None  # (B, V) bool
         self.concept_columns: torch.Tensor | None = None  # (W,): the vocabulary indices of every concept word

@@ -41,6 +41,16 @@ def videos_dir() -> Path:
     return Path(os.environ.get("STREAMCAP_DATA", repo.parent / "shared" / "data")) / "videos"
 
 
+def wait_for(condition, what: str, timeout_s: float) -> float:
+    """Poll until condition() holds; returns the seconds it took, fails naming `what`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,6 +5,7 @@ training job); nothing here asserts a speed.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import pytest
 from rtsp_fixtures import videos_dir
+from rtsp_fixtures import wait_for as wait_for_within
 
 from streamcap.capture import Batcher, CameraSource, CaptureHub, FrameSampler
 from streamcap.messages import CameraReconnecting, CameraState, CameraStateChanged, StatusEvent
@@ -23,14 +25,7 @@ pytestmark = pytest.mark.integration
 WAIT_S = 45.0
 
 
-def wait_for(condition, what: str, timeout_s: float = WAIT_S) -> float:
-    """Poll until condition() holds; returns the seconds it took, fails naming `what`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started
+wait_for = functools.partial(wait_for_within, timeout_s=WAIT_S)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ every second, without re-encoding. The model is the shipped one.
 """
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from rtsp_fixtures import videos_dir
+from rtsp_fixtures import wait_for as wait_for_within
 
 from streamcap.app import build
 from streamcap.backends.select import load_captioner
@@ -31,13 +33,7 @@ def cctv_clip() -> Path:
     return clip
 
 
-def wait_for(condition, what: str, timeout_s: float = WAIT_S) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started
+wait_for = functools.partial(wait_for_within, timeout_s=WAIT_S)
 
 
 class SlowLink:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,6 +12,7 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
+from mqtt_fixtures import free_port
 
 from streamcap.app import build
 from streamcap.config.schema import StreamcapConfig
@@ -30,12 +30,6 @@ class Scenes:
     def describe(self, frames):
         self.n += 1
         return [Description(f"a man walks past the gate number{self.n // 3}", {"person": 0.9}) for _ in frames]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

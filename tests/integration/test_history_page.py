@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -14,6 +13,7 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
+from mqtt_fixtures import free_port
 
 from streamcap.app import build
 from streamcap.config.schema import StreamcapConfig
@@ -36,12 +36,6 @@ class GateScenes:
         if self.n % 12 < 6:
             return [Description("a white van parked in front of the gate", {"person": 0.04, "vehicle": 0.91}) for _ in frames]
         return [Description("a man walking past the gate", {"person": 0.94, "vehicle": 0.05}) for _ in frames]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
