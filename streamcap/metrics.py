@@ -16,6 +16,8 @@ this file is the whole list of what `/metrics` shows:
     captions_made_per_second         gauge    frames the model took, over the last 10 s
     caption_shortfall_per_second     gauge    asked - made: the cameras' frames the model could not take
                                               (each one is counted in drops{cause="captioner_behind"})
+    frames_refreshed                 counter  waiting frames replaced by a newer one just before their camera's turn
+                                              (the extra decoding an overloaded model costs)
     drops{stage, cause, camera}      counter  anything dropped anywhere (frames, captions, alarms); cause is a DropCause
     rules_seconds                    histogram time to run every rule on one caption
     batch_size                       histogram frames per model batch (1 to model.max_batch's 256)
@@ -111,6 +113,8 @@ class Metrics:
         self.captions_made = Gauge("streamcap_captions_made_per_second", "Frames the model took, last 10 s", registry=r)
         self.caption_shortfall = Gauge("streamcap_caption_shortfall_per_second",
                                        "Frames per second the model could not take (asked - made)", registry=r)
+        self.frames_refreshed = Counter("streamcap_frames_refreshed", "Waiting frames replaced by a newer one just "
+                                        "before their camera's turn (model behind)", registry=r)
         self.drops = Counter("streamcap_drops", "Items dropped, by stage, cause and camera", ["stage", "cause", "camera"], registry=r)
         self.rules_seconds = Histogram("streamcap_rules_seconds", "Time to run every rule on one caption",
                                        buckets=RULES_BUCKETS, registry=r)

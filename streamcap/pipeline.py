@@ -78,6 +78,7 @@ class Pipeline:
         self._on_rules_changed = list(on_rules_changed or [])
         self._masks = dict(caption_masks or {})  # camera -> regions the model does not see
         self._frames_counted: dict[str, int] = {}
+        self._refreshes_counted = 0
         self._next_stats_sync = 0.0
         self._load = CaptionLoad()
         self._behind_logged = False
@@ -211,7 +212,10 @@ class Pipeline:
     def _observe_load(self, now: float) -> None:
         """Captions asked for against captions made: the shortfall in /metrics, `degraded` in /healthz when behind."""
         asked = {camera_id: sampler.stats().accepted for camera_id, sampler in self.hub.samplers.items()}
-        self._load.update(now, self.hub.batcher.stats().frames_batched, asked)
+        batcher = self.hub.batcher.stats()
+        self._load.update(now, batcher.frames_batched, asked)
+        self.metrics.frames_refreshed.inc(batcher.refreshed - self._refreshes_counted)
+        self._refreshes_counted = batcher.refreshed
         behind = self._load.behind
         if bool(behind) != self._behind_logged:  # the transitions, not every second's numbers
             if behind:

@@ -2,15 +2,33 @@
 
     batcher = Batcher(max_batch=8, max_wait_ms=50)
     batcher.put(frame)                      # any reader thread; never blocks for long
+    batcher.wants_refresh(camera, t_mono)   # a reader, before decoding a frame the sampler did not ask for
+    batcher.refresh(frame)                  # ... and with it: the waiting frame is replaced, the turn kept
     batch = batcher.next_batch(timeout_s=1) # the inference thread: FrameBatch | None
     batcher.close()                         # wakes next_batch, which then returns None
 
 Each camera has one pending slot (DROP_OLDEST): a newer frame replaces one the
 captioner has not taken yet, and the replaced frame is counted as a drop for
 that camera. Memory is therefore bounded by the number of cameras however slow
-the captioner is, and captions are always about the present. A replaced frame
-keeps its camera's place in line, so under overload every camera is served in
-turn (oldest waiting first) rather than the fastest camera winning.
+the captioner is, and captions are always about the present.
+
+Under overload the cameras are served in turn: the one served longest ago
+first (then the one waiting longest), and a replaced frame keeps its camera's
+place in line. Ordering by the last turn rather than by arrival matters when
+cameras ask less often than their turn comes round: by arrival, a camera that
+asks every 5 s while turns come every 7 s is served either every 5 s or every
+10 s, depending on its phase, for as long as the overload lasts.
+
+A frame that waits its turn grows old: 128 cameras asking every 5 s of a model
+that makes 17 captions/s wait ~7 s, and the frame they are captioned on was
+taken when they asked. So the cameras whose turn comes within NEXT_UP_S (at
+the rate batches have been taken lately, and at least the next two batches)
+take a newer frame if theirs is older than REFRESH_AFTER_S: they decode their
+next key frame (or convert their next frame) and `refresh` replaces the
+waiting one, keeping the turn. NEXT_UP_S is a little longer than the usual 1 s
+between a CCTV stream's key frames, so a camera sees one before its turn. That
+costs about one extra decoded frame per caption made, only while the model is
+behind, and keeps the captioned frame as fresh as the stream's key frames allow.
 
 `next_batch` waits up to `timeout_s` for a first frame, then up to `max_wait_ms`
 from that frame's arrival for more cameras, and returns as soon as `max_batch`
@@ -22,14 +40,20 @@ hands over what the rate limit held back).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 from streamcap.messages import DropCause, Frame, FrameBatch, FramesDropped, StatusEvent
 
 log = logging.getLogger(__name__)
+
+REFRESH_AFTER_S = 0.5  # a waiting frame older than this is replaced when the camera's turn is near
+NEXT_UP_S = 1.2  # how near: a key frame a second comes within it
+RATE_WINDOW_S = 5.0  # the take rate that turns NEXT_UP_S into a number of cameras
 
 
 @dataclass(frozen=True)
@@ -38,6 +62,7 @@ class BatcherStats:
     frames_batched: int
     pending: int
     drops: dict[str, int] = field(default_factory=dict)  # per camera
+    refreshed: int = 0  # waiting frames replaced by a newer one just before their turn
 
     @property
     def mean_batch_size(self) -> float:
@@ -60,6 +85,10 @@ class Batcher:
         self.report_every_s = report_every_s
         self._cond = threading.Condition()
         self._pending: dict[str, tuple[Frame, float]] = {}  # camera -> (newest frame, when its slot filled)
+        self._last_turn: dict[str, float] = {}  # camera -> when it was last put in a batch
+        self._next_up: frozenset[str] = frozenset()  # read without the lock by readers: replaced, never changed
+        self._refreshed = 0
+        self._taken: deque[tuple[float, int]] = deque()  # (when, frames) of the batches of the last RATE_WINDOW_S
         self._drops: dict[str, int] = {}
         self._reported: dict[str, tuple[float, int]] = {}  # camera -> (when, drops then)
         self._closed = False
@@ -77,6 +106,7 @@ class Batcher:
             slot = self._pending.get(camera)
             if slot is None:
                 self._pending[camera] = (frame, time.monotonic())
+                self._update_next_up()
             else:
                 self._pending[camera] = (frame, slot[1])  # same key: keeps its place in line
                 self._drops[camera] = self._drops.get(camera, 0) + 1
@@ -91,6 +121,31 @@ class Batcher:
                     self.on_status(event)
                 except Exception:
                     log.exception("batcher: status callback failed")
+
+    def wants_refresh(self, camera: str, t_mono: float) -> bool:
+        """Is this camera's turn near while the frame it waits with is old? Cheap: readers ask it per frame."""
+        slot = self._pending.get(camera)
+        return slot is not None and camera in self._next_up and t_mono - slot[0].t_mono >= REFRESH_AFTER_S
+
+    def refresh(self, frame: Frame) -> bool:
+        """Replace the camera's waiting frame with this newer one, keeping its turn; False if it is not waiting now."""
+        camera = frame.camera_id
+        with self._cond:
+            slot = self._pending.get(camera)
+            if slot is None or self._closed or frame.t_mono <= slot[0].t_mono:
+                return False  # its turn came meanwhile: the frame was not asked for, so it is not a drop either
+            self._pending[camera] = (frame, slot[1])
+            self._refreshed += 1
+        return True
+
+    def _in_turn(self) -> list[str]:
+        """Pending cameras in the order they are served: longest since their last turn, then longest waiting."""
+        never = float("-inf")
+        return sorted(self._pending, key=lambda camera: (self._last_turn.get(camera, never), self._pending[camera][1]))
+
+    def _update_next_up(self) -> None:
+        taken_per_s = sum(n for _, n in self._taken) / RATE_WINDOW_S
+        self._next_up = frozenset(self._in_turn()[: max(2 * self.max_batch, math.ceil(taken_per_s * NEXT_UP_S))])
 
     def _drop_report(self, camera: str) -> FramesDropped | None:
         """The drops since the last report of this camera, at most once per report_every_s (flush() takes the rest)."""
@@ -136,8 +191,15 @@ class Batcher:
                 self._cond.wait(remaining)
             if self._closed:
                 return None
-            cameras = list(self._pending)[: self.max_batch]
+            cameras = self._in_turn()[: self.max_batch]
             frames = tuple(self._pending.pop(camera)[0] for camera in cameras)
+            now = time.monotonic()
+            for camera in cameras:
+                self._last_turn[camera] = now
+            self._taken.append((now, len(frames)))
+            while self._taken[0][0] < now - RATE_WINDOW_S:
+                self._taken.popleft()
+            self._update_next_up()
             self._batches += 1
             self._frames_batched += len(frames)
         return FrameBatch(frames, time.monotonic())
@@ -153,4 +215,4 @@ class Batcher:
 
     def stats(self) -> BatcherStats:
         with self._cond:
-            return BatcherStats(self._batches, self._frames_batched, len(self._pending), dict(self._drops))
+            return BatcherStats(self._batches, self._frames_batched, len(self._pending), dict(self._drops), self._refreshed)

@@ -10,13 +10,15 @@
     hub.stats()    # {camera_id: CaptureStats}: frames read, reconnects, sampler skips, batcher drops
 
 Each camera's reader thread runs its own sampler and puts accepted frames into
-the shared batcher, which keeps the newest frame per camera; nothing here ever
+the shared batcher, which keeps the newest frame per camera and, when a
+camera's turn is near, asks for a newer one than it waits with; nothing here ever
 waits on another camera, so a broken camera cannot slow the others.
 """
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -50,8 +52,15 @@ class CaptureHub:
         self.batcher = batcher
         for camera_id, camera in self.cameras.items():
             camera.on_frame = self._feeder(self.samplers[camera_id])
-            camera.wants_frame = self.samplers[camera_id].due
+            camera.wants_frame = self._wants(camera_id, self.samplers[camera_id])
             camera.on_decode_mode = self._keyframe_slack(self.samplers[camera_id])
+
+    def _wants(self, camera_id: str, sampler: FrameSampler) -> Callable[[float], bool]:
+        """A frame is decoded when the sampler asks for one, or when the camera's turn is near and its waiting frame old."""
+        def wants(t_mono: float) -> bool:
+            return sampler.due(t_mono) or self.batcher.wants_refresh(camera_id, t_mono)
+
+        return wants
 
     @staticmethod
     def _keyframe_slack(sampler: FrameSampler) -> Callable[[DecodeMode, float | None], None]:
@@ -62,7 +71,9 @@ class CaptureHub:
 
     def _feeder(self, sampler: FrameSampler) -> Callable[[Frame], None]:
         def feed(frame: Frame) -> None:
-            if sampler.accept(frame):
+            if not sampler.is_due(frame.t_mono) and self.batcher.wants_refresh(frame.camera_id, frame.t_mono):
+                self.batcher.refresh(frame)
+            elif sampler.accept(frame):
                 self.batcher.put(frame)
 
         return feed
@@ -118,8 +129,13 @@ def build_hub(
             log.info("camera %r: disabled in the config; not opened", camera_id)
             continue
         cameras[camera_id] = CameraSource.from_config(camera_id, cfg, on_status=on_status, decode=settings[camera_id])
-        samplers[camera_id] = FrameSampler(cfg.caption_interval_s, cfg.scene_change_threshold)
+        samplers[camera_id] = FrameSampler(cfg.caption_interval_s, cfg.scene_change_threshold, phase=cadence_phase(camera_id))
     return CaptureHub(cameras, samplers, Batcher(max_batch, max_wait_ms, on_status=on_status))
+
+
+def cadence_phase(camera_id: str) -> float:
+    """A camera's own phase in its caption cadence, 0..1: spread evenly over cameras, the same on every start."""
+    return zlib.crc32(camera_id.encode()) / 2**32
 
 
 def decode_settings(camera_configs: Mapping[str, Any], decode: Any = None) -> dict[str, DecodeSettings]:

@@ -1,8 +1,9 @@
 """FrameSampler: which of a camera's frames are worth captioning.
 
-    sampler = FrameSampler(interval_s=1.0, scene_change_threshold=0.02)
+    sampler = FrameSampler(interval_s=1.0, scene_change_threshold=0.02, phase=0.3)
     if sampler.accept(frame): batcher.put(frame)
     sampler.due(t_mono)  # the rate gate alone, before paying for the frame's BGR conversion
+    sampler.is_due(t_mono)  # the same, counting nothing
     sampler.stats()  # SamplerStats: offered, accepted, skipped_interval, skipped_scene
 
 One sampler per camera, called from that camera's reader thread. Two gates:
@@ -15,6 +16,13 @@ One sampler per camera, called from that camera's reader thread. Two gates:
    change. `max_interval_s` forces a caption now and then even if nothing moves.
 The thumbnail is only computed for due frames, so the gate costs about a
 millisecond per interval, not per frame.
+
+Cameras started together would ask together, every interval, and a model that
+keeps up on average would still face all of them at once: 128 cameras asking
+every 5 s of a model making 26 captions/s waited up to 3 s each burst. So
+each camera's cadence has its own `phase` (0..1 of an interval): the first
+frame is taken at once, the second (1 + phase) intervals later, then one an
+interval.
 
 A camera that decodes key frames only calls `keyframes(interval_s)`: a key
 frame then counts as due up to half a key-frame interval early, since key
@@ -66,10 +74,13 @@ class FrameSampler:
         interval_s: float = 1.0,
         scene_change_threshold: float = 0.0,
         max_interval_s: float | None = None,
+        phase: float = 0.0,
     ) -> None:
-        if interval_s < 0 or not 0 <= scene_change_threshold <= 1:
-            raise ValueError(f"need interval_s >= 0 and 0 <= scene_change_threshold <= 1, got {interval_s}, {scene_change_threshold}")
+        if interval_s < 0 or not 0 <= scene_change_threshold <= 1 or not 0 <= phase < 1:
+            raise ValueError(f"need interval_s >= 0, 0 <= scene_change_threshold <= 1 and 0 <= phase < 1, "
+                             f"got {interval_s}, {scene_change_threshold}, {phase}")
         self.interval_s = interval_s
+        self.phase = phase
         self.scene_change_threshold = scene_change_threshold
         self.max_interval_s = max_interval_s
         self.early_s = 0.0  # a frame this much before its due time still counts (key frames only)
@@ -81,11 +92,15 @@ class FrameSampler:
 
     def due(self, t_mono: float) -> bool:
         """The rate gate alone, for a frame not yet converted; a frame that is not due is counted as skipped."""
-        if self._next_due is not None and t_mono < self._next_due - self.early_s:
+        if not self.is_due(t_mono):
             self._offered += 1
             self._skipped_interval += 1
             return False
         return True
+
+    def is_due(self, t_mono: float) -> bool:
+        """The rate gate, counting nothing."""
+        return self._next_due is None or t_mono >= self._next_due - self.early_s
 
     def accept(self, frame: Frame) -> bool:
         """True if `frame` should be captioned; updates the counters either way."""
@@ -93,7 +108,7 @@ class FrameSampler:
         if not self.due(now):
             return False
         self._offered += 1
-        self._next_due = now + self.interval_s if self._next_due is None else self._next_due + self.interval_s
+        self._next_due = now + self.interval_s * (1 + self.phase) if self._next_due is None else self._next_due + self.interval_s
         if self._next_due <= now + self.early_s:  # a stall or a slow camera: restart the cadence from here
             self._next_due = now + self.interval_s
         if self.scene_change_threshold > 0 and not self._scene_changed(frame, now):

@@ -108,6 +108,59 @@ def test_a_replaced_frame_keeps_its_camera_place_in_line():
     assert [(f.camera_id, f.frame_id) for f in order] == [("a", 1), ("b", 0), ("c", 0)]
 
 
+def test_under_overload_the_camera_served_longest_ago_goes_first_whatever_the_arrival_order():
+    # given: a was served before b, then b's next frame arrives before a's
+    batcher = Batcher(max_batch=1, max_wait_ms=0)
+    batcher.put(frame("a", 0))
+    batcher.next_batch(0.1)
+    batcher.put(frame("b", 0))
+    batcher.next_batch(0.1)
+    batcher.put(frame("b", 1))
+    batcher.put(frame("a", 1))
+
+    # when
+    order = [batcher.next_batch(0.1).frames[0].camera_id for _ in range(2)]
+
+    # then: by arrival b would go first, and a camera asking less often than turns come would lose every other turn
+    assert order == ["a", "b"]
+
+
+def test_a_camera_whose_turn_is_near_takes_a_newer_frame_and_keeps_its_turn():
+    # given: five cameras waiting with frames taken at t=0, one served per batch, so the next two batches are a and b
+    batcher = Batcher(max_batch=1, max_wait_ms=0)
+    for name in "abcde":
+        batcher.put(frame(name, 0))
+
+    # then: only a camera near its turn whose frame is old enough is asked for a newer one
+    assert batcher.wants_refresh("b", 1.0)
+    assert not batcher.wants_refresh("b", 0.1), "a frame younger than REFRESH_AFTER_S is fresh enough"
+    assert not batcher.wants_refresh("e", 1.0), "e's turn is four batches away: decoding now would be wasted"
+    assert not batcher.wants_refresh("z", 1.0), "a camera with nothing waiting asks through its sampler"
+
+    # when b delivers the newer frame
+    assert batcher.refresh(frame("b", 1))
+
+    # then b keeps its turn with the newer frame, and the replaced frame is not a drop (nothing asked was lost)
+    served = [batcher.next_batch(0.1).frames[0] for _ in range(5)]
+    assert [(f.camera_id, f.frame_id) for f in served] == [("a", 0), ("b", 1), ("c", 0), ("d", 0), ("e", 0)]
+    stats = batcher.stats()
+    assert stats.refreshed == 1 and stats.drops == {}
+
+
+def test_a_refresh_that_comes_after_the_turn_is_not_queued():
+    # given: a's frame was taken while its newer frame was being decoded
+    batcher = Batcher(max_batch=1, max_wait_ms=0)
+    batcher.put(frame("a", 0))
+    batcher.next_batch(0.1)
+
+    # when
+    refreshed = batcher.refresh(frame("a", 1))
+
+    # then: it was not asked for by the sampler, so it waits for no turn
+    assert not refreshed
+    assert batcher.stats().pending == 0 and batcher.stats().refreshed == 0
+
+
 def test_pending_frames_are_bounded_by_the_number_of_cameras():
     # given
     batcher = Batcher(max_batch=4, max_wait_ms=0)

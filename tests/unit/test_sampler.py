@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from streamcap.capture.hub import cadence_phase
 from streamcap.capture.sampler import FrameSampler, SamplerStats, scene_difference, thumbnail
 from streamcap.messages import Frame
 
@@ -67,6 +68,24 @@ def test_interval_gate_gives_one_frame_per_interval(fps, seconds, interval_s, ex
     assert stats.offered == len(frames)
     assert stats.skipped_interval == len(frames) - expected
     assert stats.skipped_scene == 0
+
+
+def test_cameras_started_together_ask_at_their_own_phase_after_the_first_frame():
+    # given: four cameras at 10 fps, one caption every 2 s, started at the same moment
+    phases = [cadence_phase(f"cam{i:03d}") for i in range(4)]
+    samplers = [FrameSampler(interval_s=2.0, phase=phase) for phase in phases]
+    frames = synthetic(100, 10.0)
+
+    # when
+    accepted = [[frame.t_mono - frames[0].t_mono for frame in frames if sampler.accept(frame)] for sampler in samplers]
+
+    # then: each takes its first frame at once, its second (1 + phase) intervals later, then one per interval
+    for times, phase in zip(accepted, phases):
+        assert times[0] == 0.0
+        assert times[1] == pytest.approx(2.0 * (1 + phase), abs=0.1)
+        assert all(b - a == pytest.approx(2.0, abs=0.1) for a, b in zip(times[1:], times[2:]))
+    # and their phases differ, so they no longer ask in the same tenth of a second
+    assert len({round(times[1], 1) for times in accepted}) == 4, accepted
 
 
 def test_due_checks_the_rate_before_a_frame_is_converted():
