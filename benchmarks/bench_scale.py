@@ -25,8 +25,9 @@ For each run, after the cameras connected and a warm-up: CPU of the process
 per camera (% of one core) and of its decoding alone (the process less the
 inference and dispatch threads), threads, captions/s per camera (min, mean,
 max, and how many cameras were captioned), capture-to-publish latency p50/p95
-(from the captions' own `latency_ms`), frames dropped because the model was
-behind, captions/s made against the model's own rate at that batch size
+(from the captions' own `latency_ms`), the mean batch, frames dropped because
+the model was behind, waiting frames refreshed just before their turn,
+captions/s made against the model's own rate at that batch size
 (measured first in this process), and the time until every camera connected.
 Prints a table per run and writes everything to --json. Only streamcap's own
 dependencies and numpy/opencv/psutil-free stdlib are imported, so it runs on
@@ -148,7 +149,8 @@ def run_one(args, captioner, clips: list[Path], cameras: int, decoder: str, own_
         inference, dispatch = app.pipeline._inference.native_id, app.pipeline._dispatch.native_id
         cpu0, inf0, dis0, main0 = process_cpu_s(), thread_cpu_s(inference), thread_cpu_s(dispatch), thread_cpu_s(threading.get_native_id())
         wall0, t0 = time.monotonic(), time.time()
-        drops0 = hub.batcher.stats().drops
+        batcher0 = hub.batcher.stats()
+        drops0 = batcher0.drops
         threads = []
         while time.monotonic() - wall0 < args.seconds:
             threads.append(thread_count())
@@ -157,7 +159,8 @@ def run_one(args, captioner, clips: list[Path], cameras: int, decoder: str, own_
         t1 = time.time()
         cpu = process_cpu_s() - cpu0
         model_cpu = (thread_cpu_s(inference) - inf0) + (thread_cpu_s(dispatch) - dis0) + (thread_cpu_s(threading.get_native_id()) - main0)
-        drops1 = hub.batcher.stats().drops
+        batcher1 = hub.batcher.stats()
+        drops1 = batcher1.drops
         modes = {}
         for camera in hub.cameras.values():
             info = camera.decoder_info
@@ -194,20 +197,22 @@ def run_one(args, captioner, clips: list[Path], cameras: int, decoder: str, own_
         "per_camera_max": round(max(rates), 3), "cameras_captioned": sum(n > 0 for n in per_camera.values()),
         "p50_s": percentile(latencies, 0.5), "p95_s": percentile(latencies, 0.95),
         "drops": sum(drops1.values()) - sum(drops0.values()), "seconds": round(wall, 1),
+        "mean_batch": round((batcher1.frames_batched - batcher0.frames_batched) / max(1, batcher1.batches - batcher0.batches), 2),
+        "refreshed": batcher1.refreshed - batcher0.refreshed,
     }
 
 
 def print_table(results: list[dict]) -> None:
     print("\n| decoder | cameras | caption every | connected (s) | CPU/camera | decode CPU/camera | process cores | threads "
-          "| captions/s (own rate) | per camera min/mean/max | captioned | p50 / p95 | drops | modes |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| captions/s (own rate) | mean batch | per camera min/mean/max | captioned | p50 / p95 | drops | refreshed | modes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         fmt = (lambda v: "-" if v is None else f"{v:.2f}")
         print(f"| {r['decoder']} ({r['library']}) | {r['cameras']} | {r['interval_s']:g} s | {r['connected']} ({fmt(r['connect_s'])}) "
               f"| {r['cpu_per_camera_pct']:.1f} % | {r['decode_cpu_per_camera_pct']:.1f} % | {r['process_cores']:.2f} | {r['threads']} "
-              f"| {r['captions_per_s']:.1f} ({r['own_rate']:.1f}) | {r['per_camera_min']:.2f} / {r['per_camera_mean']:.2f} / "
+              f"| {r['captions_per_s']:.1f} ({r['own_rate']:.1f}) | {r['mean_batch']:.1f} | {r['per_camera_min']:.2f} / {r['per_camera_mean']:.2f} / "
               f"{r['per_camera_max']:.2f} | {r['cameras_captioned']}/{r['cameras']} | {fmt(r['p50_s'])} / {fmt(r['p95_s'])} s "
-              f"| {r['drops']} | {', '.join(f'{k}: {v}' for k, v in r['modes'].items())} |")
+              f"| {r['drops']} | {r['refreshed']} | {', '.join(f'{k}: {v}' for k, v in r['modes'].items())} |")
     pairs = {}
     for r in results:
         pairs.setdefault((r["cameras"], r["interval_s"], r["source"], r["gop_s"]), {})[r["decoder"]] = r
