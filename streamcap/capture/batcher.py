@@ -2,7 +2,9 @@
 
     batcher = Batcher(max_batch=8, max_wait_ms=50)
     batcher.put(frame)                      # any reader thread; never blocks for long
-    batcher.wants_refresh(camera, t_mono)   # a reader, before decoding a frame the sampler did not ask for
+    batcher.turn_is_near(camera)            # a reader whose sampler asks: decode now, or ...
+    batcher.ask(camera)                     # ... only take the camera's place in line
+    batcher.wants_refresh(camera, t_mono)   # a reader, before decoding a frame its sampler did not ask for
     batcher.refresh(frame)                  # ... and with it: the waiting frame is replaced, the turn kept
     batch = batcher.next_batch(timeout_s=1) # the inference thread: FrameBatch | None
     batcher.close()                         # wakes next_batch, which then returns None
@@ -19,16 +21,21 @@ cameras ask less often than their turn comes round: by arrival, a camera that
 asks every 5 s while turns come every 7 s is served either every 5 s or every
 10 s, depending on its phase, for as long as the overload lasts.
 
-A frame that waits its turn grows old: 128 cameras asking every 5 s of a model
-that makes 17 captions/s wait ~7 s, and the frame they are captioned on was
-taken when they asked. So the cameras whose turn comes within NEXT_UP_S (at
-the rate batches have been taken lately, and at least the next two batches)
-take a newer frame if theirs is older than REFRESH_AFTER_S: they decode their
-next key frame (or convert their next frame) and `refresh` replaces the
-waiting one, keeping the turn. NEXT_UP_S is a little longer than the usual 1 s
-between a CCTV stream's key frames, so a camera sees one before its turn. That
-costs about one extra decoded frame per caption made, only while the model is
-behind, and keeps the captioned frame as fresh as the stream's key frames allow.
+A frame decoded when its camera asks would wait for its turn and grow old
+(128 cameras asking every 5 s of a model that makes 17 captions/s wait ~7 s).
+So when the line is longer than the next NEXT_UP_S of turns (at the rate
+batches have been taken lately, and at least two batches), a camera asks
+without a frame (`ask`): it takes its place and decodes nothing. When its
+turn comes within NEXT_UP_S, `wants_refresh` tells its reader to decode the
+next key frame (or convert the next frame), which fills the slot (`refresh`);
+a camera that waits with a frame older than REFRESH_AFTER_S takes a newer one
+the same way. NEXT_UP_S is a little longer than the usual 1 s between a CCTV
+stream's key frames, so a camera sees one before its turn. Under overload a
+camera thus decodes about one frame per caption made, just before it is
+captioned, and the caption is of a frame from the last second. A slot still
+without a frame ASK_TIMEOUT_S after its turn came near (the camera stalled) is
+given up and counted as a drop, so a dead camera does not hold a place near
+the front.
 
 `next_batch` waits up to `timeout_s` for a first frame, then up to `max_wait_ms`
 from that frame's arrival for more cameras, and returns as soon as `max_batch`
@@ -54,15 +61,17 @@ log = logging.getLogger(__name__)
 REFRESH_AFTER_S = 0.5  # a waiting frame older than this is replaced when the camera's turn is near
 NEXT_UP_S = 1.2  # how near: a key frame a second comes within it
 RATE_WINDOW_S = 5.0  # the take rate that turns NEXT_UP_S into a number of cameras
+ASK_TIMEOUT_S = 10.0  # longer than any key-frame interval a key-frames-only camera waits out
 
 
 @dataclass(frozen=True)
 class BatcherStats:
     batches: int
     frames_batched: int
-    pending: int
+    pending: int  # cameras waiting their turn, with a frame or (asked without one) not yet
     drops: dict[str, int] = field(default_factory=dict)  # per camera
     refreshed: int = 0  # waiting frames replaced by a newer one just before their turn
+    asked_without_frame: int = 0  # asks that decoded nothing until their turn was near
 
     @property
     def mean_batch_size(self) -> float:
@@ -84,10 +93,15 @@ class Batcher:
         self.on_status = on_status
         self.report_every_s = report_every_s
         self._cond = threading.Condition()
-        self._pending: dict[str, tuple[Frame, float]] = {}  # camera -> (newest frame, when its slot filled)
+        # camera -> (newest frame, or None: asked, frame to come; when its slot filled)
+        self._pending: dict[str, tuple[Frame | None, float]] = {}
+        self._ready = 0  # slots with a frame
         self._last_turn: dict[str, float] = {}  # camera -> when it was last put in a batch
         self._next_up: frozenset[str] = frozenset()  # read without the lock by readers: replaced, never changed
+        self._next_up_size = 2 * max_batch
+        self._next_up_since: dict[str, float] = {}
         self._refreshed = 0
+        self._asked_without_frame = 0
         self._taken: deque[tuple[float, int]] = deque()  # (when, frames) of the batches of the last RATE_WINDOW_S
         self._drops: dict[str, int] = {}
         self._reported: dict[str, tuple[float, int]] = {}  # camera -> (when, drops then)
@@ -106,12 +120,40 @@ class Batcher:
             slot = self._pending.get(camera)
             if slot is None:
                 self._pending[camera] = (frame, time.monotonic())
+                self._ready += 1
                 self._update_next_up()
             else:
                 self._pending[camera] = (frame, slot[1])  # same key: keeps its place in line
-                self._drops[camera] = self._drops.get(camera, 0) + 1
-                event = self._drop_report(camera)
+                self._ready += slot[0] is None
+                event = self._count_drop(camera)
             self._cond.notify_all()
+        self._log_drop(camera, event)
+
+    def ask(self, camera: str) -> None:
+        """The camera's sampler asks for a caption, but its turn is not near: take a place in line, decode nothing yet."""
+        event = None
+        with self._cond:
+            if self._closed:
+                self._unsent_at_close[camera] = self._unsent_at_close.get(camera, 0) + 1
+                return
+            self._asked_without_frame += 1
+            slot = self._pending.get(camera)
+            if slot is None:
+                self._pending[camera] = (None, time.monotonic())
+                self._update_next_up()
+            else:  # an earlier ask still waits: one caption for the two
+                event = self._count_drop(camera)
+        self._log_drop(camera, event)
+
+    def turn_is_near(self, camera: str) -> bool:
+        """Would a frame decoded now for this camera be taken within NEXT_UP_S?"""
+        return camera in self._next_up or (camera not in self._pending and len(self._pending) < self._next_up_size)
+
+    def _count_drop(self, camera: str) -> FramesDropped | None:
+        self._drops[camera] = self._drops.get(camera, 0) + 1
+        return self._drop_report(camera)
+
+    def _log_drop(self, camera: str, event: FramesDropped | None) -> None:
         if event is not None:
             # INFO: with many cameras a warning per camera floods the log; the pipeline warns once that the model is behind.
             log.info("camera %r: captioner is behind: kept the newest frame, dropped %d since the last report (%d in all)",
@@ -123,19 +165,24 @@ class Batcher:
                     log.exception("batcher: status callback failed")
 
     def wants_refresh(self, camera: str, t_mono: float) -> bool:
-        """Is this camera's turn near while the frame it waits with is old? Cheap: readers ask it per frame."""
+        """Is this camera's turn near while it waits without a frame or with an old one? Cheap: readers ask it per frame."""
         slot = self._pending.get(camera)
-        return slot is not None and camera in self._next_up and t_mono - slot[0].t_mono >= REFRESH_AFTER_S
+        return (slot is not None and camera in self._next_up
+                and (slot[0] is None or t_mono - slot[0].t_mono >= REFRESH_AFTER_S))
 
     def refresh(self, frame: Frame) -> bool:
-        """Replace the camera's waiting frame with this newer one, keeping its turn; False if it is not waiting now."""
+        """The frame for a camera's waiting slot, or a newer one than it holds; False if it is not waiting now."""
         camera = frame.camera_id
         with self._cond:
             slot = self._pending.get(camera)
-            if slot is None or self._closed or frame.t_mono <= slot[0].t_mono:
+            if slot is None or self._closed or (slot[0] is not None and frame.t_mono <= slot[0].t_mono):
                 return False  # its turn came meanwhile: the frame was not asked for, so it is not a drop either
+            if slot[0] is None:
+                self._ready += 1
+                self._cond.notify_all()
+            else:
+                self._refreshed += 1
             self._pending[camera] = (frame, slot[1])
-            self._refreshed += 1
         return True
 
     def _in_turn(self) -> list[str]:
@@ -145,7 +192,20 @@ class Batcher:
 
     def _update_next_up(self) -> None:
         taken_per_s = sum(n for _, n in self._taken) / RATE_WINDOW_S
-        self._next_up = frozenset(self._in_turn()[: max(2 * self.max_batch, math.ceil(taken_per_s * NEXT_UP_S))])
+        self._next_up_size = max(2 * self.max_batch, math.ceil(taken_per_s * NEXT_UP_S))
+        self._next_up = frozenset(self._in_turn()[: self._next_up_size])
+        now = time.monotonic()
+        self._next_up_since = {camera: self._next_up_since.get(camera, now) for camera in self._next_up}
+
+    def _give_up_stalled_asks(self, now: float) -> None:
+        """Slots still without a frame ASK_TIMEOUT_S after their turn came near: the camera stalled."""
+        stalled = [camera for camera, since in self._next_up_since.items()
+                   if now - since > ASK_TIMEOUT_S and self._pending[camera][0] is None]
+        for camera in stalled:
+            del self._pending[camera]
+            self._drops[camera] = self._drops.get(camera, 0) + 1  # reported by the next flush_drop_reports
+        if stalled:
+            self._update_next_up()
 
     def _drop_report(self, camera: str) -> FramesDropped | None:
         """The drops since the last report of this camera, at most once per report_every_s (flush() takes the rest)."""
@@ -175,24 +235,26 @@ class Batcher:
         """Up to max_batch frames (one per camera), or None on timeout or close."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while not self._pending and not self._closed:
+            while not self._ready and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    self._give_up_stalled_asks(time.monotonic())
                     return None
                 self._cond.wait(remaining)
             if self._closed:
                 return None
-            first_arrival = next(iter(self._pending.values()))[1]
+            first_arrival = min(filled for frame, filled in self._pending.values() if frame is not None)
             close_at = first_arrival + self.max_wait_s
-            while len(self._pending) < self.max_batch and not self._closed:
+            while self._ready < self.max_batch and not self._closed:
                 remaining = close_at - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
             if self._closed:
                 return None
-            cameras = self._in_turn()[: self.max_batch]
+            cameras = [camera for camera in self._in_turn() if self._pending[camera][0] is not None][: self.max_batch]
             frames = tuple(self._pending.pop(camera)[0] for camera in cameras)
+            self._ready -= len(frames)
             now = time.monotonic()
             for camera in cameras:
                 self._last_turn[camera] = now
@@ -200,6 +262,7 @@ class Batcher:
             while self._taken[0][0] < now - RATE_WINDOW_S:
                 self._taken.popleft()
             self._update_next_up()
+            self._give_up_stalled_asks(now)
             self._batches += 1
             self._frames_batched += len(frames)
         return FrameBatch(frames, time.monotonic())
@@ -211,8 +274,10 @@ class Batcher:
             for camera in self._pending:
                 self._unsent_at_close[camera] = self._unsent_at_close.get(camera, 0) + 1
             self._pending.clear()
+            self._ready = 0
             self._cond.notify_all()
 
     def stats(self) -> BatcherStats:
         with self._cond:
-            return BatcherStats(self._batches, self._frames_batched, len(self._pending), dict(self._drops), self._refreshed)
+            return BatcherStats(self._batches, self._frames_batched, len(self._pending), dict(self._drops), self._refreshed,
+                                self._asked_without_frame)

@@ -10,8 +10,9 @@
     hub.stats()    # {camera_id: CaptureStats}: frames read, reconnects, sampler skips, batcher drops
 
 Each camera's reader thread runs its own sampler and puts accepted frames into
-the shared batcher, which keeps the newest frame per camera and, when a
-camera's turn is near, asks for a newer one than it waits with; nothing here ever
+the shared batcher, which keeps the newest frame per camera; when the model is
+behind, a camera asks without decoding and decodes its frame when its turn is
+near (see Batcher); nothing here ever
 waits on another camera, so a broken camera cannot slow the others.
 """
 from __future__ import annotations
@@ -56,9 +57,18 @@ class CaptureHub:
             camera.on_decode_mode = self._keyframe_slack(self.samplers[camera_id])
 
     def _wants(self, camera_id: str, sampler: FrameSampler) -> Callable[[float], bool]:
-        """A frame is decoded when the sampler asks for one, or when the camera's turn is near and its waiting frame old."""
+        """Should the reader decode the frame at `t_mono`? When the sampler asks and the camera's turn is near, or
+        when its turn has come near since it asked (see Batcher); an ask while the turn is far off decodes nothing."""
+        batcher = self.batcher
+
         def wants(t_mono: float) -> bool:
-            return sampler.due(t_mono) or self.batcher.wants_refresh(camera_id, t_mono)
+            if not sampler.due(t_mono):
+                return batcher.wants_refresh(camera_id, t_mono)
+            if sampler.needs_frame_to_decide or batcher.turn_is_near(camera_id):
+                return True
+            sampler.ask(t_mono)
+            batcher.ask(camera_id)
+            return False
 
         return wants
 

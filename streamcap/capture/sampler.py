@@ -4,6 +4,7 @@
     if sampler.accept(frame): batcher.put(frame)
     sampler.due(t_mono)  # the rate gate alone, before paying for the frame's BGR conversion
     sampler.is_due(t_mono)  # the same, counting nothing
+    sampler.ask(t_mono)  # a due moment accepted before its frame is decoded (the camera's turn is far off)
     sampler.stats()  # SamplerStats: offered, accepted, skipped_interval, skipped_scene
 
 One sampler per camera, called from that camera's reader thread. Two gates:
@@ -107,16 +108,30 @@ class FrameSampler:
         now = frame.t_mono
         if not self.due(now):
             return False
-        self._offered += 1
-        self._next_due = now + self.interval_s * (1 + self.phase) if self._next_due is None else self._next_due + self.interval_s
-        if self._next_due <= now + self.early_s:  # a stall or a slow camera: restart the cadence from here
-            self._next_due = now + self.interval_s
+        self._next_cadence(now)
         if self.scene_change_threshold > 0 and not self._scene_changed(frame, now):
             self._skipped_scene += 1
             return False
         self._accepted += 1
         self._last_accepted_mono = now
         return True
+
+    @property
+    def needs_frame_to_decide(self) -> bool:
+        """The scene-change gate looks at the frame: such a sampler cannot ask before one is decoded."""
+        return self.scene_change_threshold > 0
+
+    def ask(self, t_mono: float) -> None:
+        """Accept a due moment without its frame (one is decoded later, when the camera's turn is near)."""
+        self._next_cadence(t_mono)
+        self._accepted += 1
+        self._last_accepted_mono = t_mono
+
+    def _next_cadence(self, now: float) -> None:
+        self._offered += 1
+        self._next_due = now + self.interval_s * (1 + self.phase) if self._next_due is None else self._next_due + self.interval_s
+        if self._next_due <= now + self.early_s:  # a stall or a slow camera: restart the cadence from here
+            self._next_due = now + self.interval_s
 
     def keyframes(self, keyframe_interval_s: float | None) -> None:
         """The camera decodes key frames only, one every `keyframe_interval_s` (None: every frame again)."""

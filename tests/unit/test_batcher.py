@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 
+from streamcap.capture import batcher as batcher_module
 from streamcap.capture.batcher import Batcher
 from streamcap.messages import DropCause, Frame, StatusEvent
 
@@ -159,6 +161,63 @@ def test_a_refresh_that_comes_after_the_turn_is_not_queued():
     # then: it was not asked for by the sampler, so it waits for no turn
     assert not refreshed
     assert batcher.stats().pending == 0 and batcher.stats().refreshed == 0
+
+
+def test_a_camera_asking_far_from_its_turn_decodes_nothing_until_its_turn_is_near():
+    # given: one camera served per batch, so the next two batches are near; three cameras already wait with frames
+    batcher = Batcher(max_batch=1, max_wait_ms=0)
+    for name in "abc":
+        batcher.put(frame(name, 0))
+
+    # when d asks: its turn is three batches away
+    near = batcher.turn_is_near("d")
+    batcher.ask("d")
+
+    # then it takes its place without a frame, and is not asked to decode one yet
+    assert not near
+    assert batcher.stats().pending == 4 and batcher.stats().asked_without_frame == 1
+    assert not batcher.wants_refresh("d", 5.0)
+    assert [batcher.next_batch(0.1).frames[0].camera_id for _ in range(2)] == ["a", "b"]
+    # once its turn is near it is asked for a frame, whatever the frame's time; until it has one the others go first
+    assert batcher.wants_refresh("d", 0.0)
+    assert batcher.next_batch(0.1).frames[0].camera_id == "c"
+    assert batcher.next_batch(0.05) is None, "an ask without a frame is not a caption"
+    assert batcher.refresh(frame("d", 7))
+    assert batcher.next_batch(0.1).frames[0].frame_id == 7
+    assert batcher.stats().drops == {} and batcher.stats().refreshed == 0, "filling an ask is neither a drop nor a refresh"
+
+
+def test_a_second_ask_while_the_first_waits_counts_one_drop():
+    # given
+    events: list[StatusEvent] = []
+    batcher = Batcher(max_batch=1, max_wait_ms=0, on_status=events.append, report_every_s=3600)
+    batcher.ask("a")
+
+    # when
+    batcher.ask("a")
+
+    # then: two asks, one place in line, one caption at most
+    assert batcher.stats().pending == 1 and batcher.stats().drops == {"a": 1}
+    reports = events + batcher.flush_drop_reports()
+    assert [(e.camera_id, e.count, e.cause) for e in reports] == [("a", 1, DropCause.captioner_behind)]
+
+
+def test_an_ask_whose_camera_sends_no_frame_after_its_turn_came_near_is_given_up(monkeypatch):
+    # given: a camera that asked, then stalled
+    monkeypatch.setattr(batcher_module, "ASK_TIMEOUT_S", 0.05)
+    batcher = Batcher(max_batch=1, max_wait_ms=0)
+    batcher.ask("dead")
+    assert batcher.wants_refresh("dead", 0.0)
+
+    # when its turn has been near for longer than the timeout
+    time.sleep(0.1)
+    batch = batcher.next_batch(0.01)
+
+    # then its place is given up and counted, so it does not hold a place near the front
+    assert batch is None
+    assert batcher.stats().pending == 0 and batcher.stats().drops == {"dead": 1}
+    assert not batcher.wants_refresh("dead", 0.0)
+    assert [(e.camera_id, e.count) for e in batcher.flush_drop_reports()] == [("dead", 1)]
 
 
 def test_pending_frames_are_bounded_by_the_number_of_cameras():
