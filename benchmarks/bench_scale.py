@@ -25,7 +25,8 @@ For each run, after the cameras connected and a warm-up: CPU of the process
 per camera (% of one core) and of its decoding alone (the process less the
 inference and dispatch threads), threads, captions/s per camera (min, mean,
 max, and how many cameras were captioned), capture-to-publish latency p50/p95
-(from the captions' own `latency_ms`), the mean batch, frames dropped because
+(from the captions' own `latency_ms`), how busy the model was kept (time in
+the captioner over the window) and its mean batch, frames dropped because
 the model was behind, waiting frames refreshed just before their turn,
 captions/s made against the model's own rate at that batch size
 (measured first in this process), and the time until every camera connected.
@@ -102,6 +103,24 @@ def model_rate(captioner, clip: Path, batch: int) -> float:
     return batch / statistics.median(times)
 
 
+class TimedCaptioner:
+    """The captioner, counting the seconds spent captioning: how busy the pipeline kept the model."""
+
+    def __init__(self, captioner) -> None:
+        self.captioner = captioner
+        self.busy_s = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.captioner, name)
+
+    def describe(self, images):
+        started = time.perf_counter()
+        try:
+            return self.captioner.describe(images)
+        finally:
+            self.busy_s += time.perf_counter() - started
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -133,7 +152,8 @@ def run_one(args, captioner, clips: list[Path], cameras: int, decoder: str, own_
         "model": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
         "outputs": {"console": False, "jsonl": str(jsonl)},
     })
-    app = build(config, captioner=captioner)
+    timed = TimedCaptioner(captioner)
+    app = build(config, captioner=timed)
     hub = app.pipeline.hub
     started = time.monotonic()
     app.start()
@@ -149,7 +169,7 @@ def run_one(args, captioner, clips: list[Path], cameras: int, decoder: str, own_
         inference, dispatch = app.pipeline._inference.native_id, app.pipeline._dispatch.native_id
         cpu0, inf0, dis0, main0 = process_cpu_s(), thread_cpu_s(inference), thread_cpu_s(dispatch), thread_cpu_s(threading.get_native_id())
         wall0, t0 = time.monotonic(), time.time()
-        batcher0 = hub.batcher.stats()
+        batcher0, busy0 = hub.batcher.stats(), timed.busy_s
         drops0 = batcher0.drops
         threads = []
         while time.monotonic() - wall0 < args.seconds:
@@ -159,7 +179,7 @@ def run_one(args, captioner, clips: list[Path], cameras: int, decoder: str, own_
         t1 = time.time()
         cpu = process_cpu_s() - cpu0
         model_cpu = (thread_cpu_s(inference) - inf0) + (thread_cpu_s(dispatch) - dis0) + (thread_cpu_s(threading.get_native_id()) - main0)
-        batcher1 = hub.batcher.stats()
+        batcher1, busy1 = hub.batcher.stats(), timed.busy_s
         drops1 = batcher1.drops
         modes = {}
         for camera in hub.cameras.values():
@@ -199,18 +219,20 @@ def run_one(args, captioner, clips: list[Path], cameras: int, decoder: str, own_
         "drops": sum(drops1.values()) - sum(drops0.values()), "seconds": round(wall, 1),
         "mean_batch": round((batcher1.frames_batched - batcher0.frames_batched) / max(1, batcher1.batches - batcher0.batches), 2),
         "refreshed": batcher1.refreshed - batcher0.refreshed,
+        "asked_without_frame": batcher1.asked_without_frame - batcher0.asked_without_frame,
+        "model_busy": round((busy1 - busy0) / wall, 3),
     }
 
 
 def print_table(results: list[dict]) -> None:
     print("\n| decoder | cameras | caption every | connected (s) | CPU/camera | decode CPU/camera | process cores | threads "
-          "| captions/s (own rate) | mean batch | per camera min/mean/max | captioned | p50 / p95 | drops | refreshed | modes |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| captions/s (own rate) | model busy | mean batch | per camera min/mean/max | captioned | p50 / p95 | drops | refreshed | modes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         fmt = (lambda v: "-" if v is None else f"{v:.2f}")
         print(f"| {r['decoder']} ({r['library']}) | {r['cameras']} | {r['interval_s']:g} s | {r['connected']} ({fmt(r['connect_s'])}) "
               f"| {r['cpu_per_camera_pct']:.1f} % | {r['decode_cpu_per_camera_pct']:.1f} % | {r['process_cores']:.2f} | {r['threads']} "
-              f"| {r['captions_per_s']:.1f} ({r['own_rate']:.1f}) | {r['mean_batch']:.1f} | {r['per_camera_min']:.2f} / {r['per_camera_mean']:.2f} / "
+              f"| {r['captions_per_s']:.1f} ({r['own_rate']:.1f}) | {100 * r['model_busy']:.0f} % | {r['mean_batch']:.1f} | {r['per_camera_min']:.2f} / {r['per_camera_mean']:.2f} / "
               f"{r['per_camera_max']:.2f} | {r['cameras_captioned']}/{r['cameras']} | {fmt(r['p50_s'])} / {fmt(r['p95_s'])} s "
               f"| {r['drops']} | {r['refreshed']} | {', '.join(f'{k}: {v}' for k, v in r['modes'].items())} |")
     pairs = {}
