@@ -156,8 +156,8 @@ class Batcher:
     def _log_drop(self, camera: str, event: FramesDropped | None) -> None:
         if event is not None:
             # INFO: with many cameras a warning per camera floods the log; the pipeline warns once that the model is behind.
-            log.info("camera %r: captioner is behind: kept the newest frame, dropped %d since the last report (%d in all)",
-                     camera, event.count, self._drops[camera])
+            log.info("camera %r: captioner is behind: asked %d times without a caption since the last report (%d in all); "
+                     "the camera keeps its place in line", camera, event.count, self._drops[camera])
             if self.on_status is not None:
                 try:
                     self.on_status(event)
