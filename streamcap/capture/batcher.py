@@ -93,9 +93,8 @@ class Batcher:
         self.on_status = on_status
         self.report_every_s = report_every_s
         self._cond = threading.Condition()
-        # camera -> (newest frame, or None: asked, frame to come; when its slot filled)
-        self._pending: dict[str, tuple[Frame | None, float]] = {}
-        self._ready = 0  # slots with a frame
+        self._waiting: dict[str, float] = {}  # camera -> when it took its place in line (with a frame or an ask)
+        self._frames: dict[str, Frame] = {}  # the newest frame of each waiting camera that has one
         self._last_turn: dict[str, float] = {}  # camera -> when it was last put in a batch
         self._next_up: frozenset[str] = frozenset()  # read without the lock by readers: replaced, never changed
         self._next_up_size = 2 * max_batch
@@ -117,14 +116,11 @@ class Batcher:
             if self._closed:  # a reader still delivering while the pipeline stops
                 self._unsent_at_close[camera] = self._unsent_at_close.get(camera, 0) + 1
                 return
-            slot = self._pending.get(camera)
-            if slot is None:
-                self._pending[camera] = (frame, time.monotonic())
-                self._ready += 1
+            self._frames[camera] = frame
+            if camera not in self._waiting:
+                self._waiting[camera] = time.monotonic()
                 self._update_next_up()
-            else:
-                self._pending[camera] = (frame, slot[1])  # same key: keeps its place in line
-                self._ready += slot[0] is None
+            else:  # it keeps its place in line
                 event = self._count_drop(camera)
             self._cond.notify_all()
         self._log_drop(camera, event)
@@ -137,9 +133,8 @@ class Batcher:
                 self._unsent_at_close[camera] = self._unsent_at_close.get(camera, 0) + 1
                 return
             self._asked_without_frame += 1
-            slot = self._pending.get(camera)
-            if slot is None:
-                self._pending[camera] = (None, time.monotonic())
+            if camera not in self._waiting:
+                self._waiting[camera] = time.monotonic()
                 self._update_next_up()
             else:  # an earlier ask still waits: one caption for the two
                 event = self._count_drop(camera)
@@ -147,7 +142,7 @@ class Batcher:
 
     def turn_is_near(self, camera: str) -> bool:
         """Would a frame decoded now for this camera be taken within NEXT_UP_S?"""
-        return camera in self._next_up or (camera not in self._pending and len(self._pending) < self._next_up_size)
+        return camera in self._next_up or (camera not in self._waiting and len(self._waiting) < self._next_up_size)
 
     def _count_drop(self, camera: str) -> FramesDropped | None:
         self._drops[camera] = self._drops.get(camera, 0) + 1
@@ -166,29 +161,29 @@ class Batcher:
 
     def wants_refresh(self, camera: str, t_mono: float) -> bool:
         """Is this camera's turn near while it waits without a frame or with an old one? Cheap: readers ask it per frame."""
-        slot = self._pending.get(camera)
-        return (slot is not None and camera in self._next_up
-                and (slot[0] is None or t_mono - slot[0].t_mono >= REFRESH_AFTER_S))
+        if camera not in self._next_up or camera not in self._waiting:
+            return False
+        frame = self._frames.get(camera)
+        return frame is None or t_mono - frame.t_mono >= REFRESH_AFTER_S
 
     def refresh(self, frame: Frame) -> bool:
         """The frame for a camera's waiting slot, or a newer one than it holds; False if it is not waiting now."""
         camera = frame.camera_id
         with self._cond:
-            slot = self._pending.get(camera)
-            if slot is None or self._closed or (slot[0] is not None and frame.t_mono <= slot[0].t_mono):
+            held = self._frames.get(camera)
+            if camera not in self._waiting or self._closed or (held is not None and frame.t_mono <= held.t_mono):
                 return False  # its turn came meanwhile: the frame was not asked for, so it is not a drop either
-            if slot[0] is None:
-                self._ready += 1
+            if held is None:
                 self._cond.notify_all()
             else:
                 self._refreshed += 1
-            self._pending[camera] = (frame, slot[1])
+            self._frames[camera] = frame
         return True
 
     def _in_turn(self) -> list[str]:
         """Pending cameras in the order they are served: longest since their last turn, then longest waiting."""
         never = float("-inf")
-        return sorted(self._pending, key=lambda camera: (self._last_turn.get(camera, never), self._pending[camera][1]))
+        return sorted(self._waiting, key=lambda camera: (self._last_turn.get(camera, never), self._waiting[camera]))
 
     def _update_next_up(self) -> None:
         taken_per_s = sum(n for _, n in self._taken) / RATE_WINDOW_S
@@ -200,9 +195,9 @@ class Batcher:
     def _give_up_stalled_asks(self, now: float) -> None:
         """Slots still without a frame ASK_TIMEOUT_S after their turn came near: the camera stalled."""
         stalled = [camera for camera, since in self._next_up_since.items()
-                   if now - since > ASK_TIMEOUT_S and self._pending[camera][0] is None]
+                   if now - since > ASK_TIMEOUT_S and camera not in self._frames]
         for camera in stalled:
-            del self._pending[camera]
+            del self._waiting[camera]
             self._drops[camera] = self._drops.get(camera, 0) + 1  # reported by the next flush_drop_reports
         if stalled:
             self._update_next_up()
@@ -235,7 +230,7 @@ class Batcher:
         """Up to max_batch frames (one per camera), or None on timeout or close."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while not self._ready and not self._closed:
+            while not self._frames and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._give_up_stalled_asks(time.monotonic())
@@ -243,18 +238,19 @@ class Batcher:
                 self._cond.wait(remaining)
             if self._closed:
                 return None
-            first_arrival = min(filled for frame, filled in self._pending.values() if frame is not None)
+            first_arrival = min(self._waiting[camera] for camera in self._frames)
             close_at = first_arrival + self.max_wait_s
-            while self._ready < self.max_batch and not self._closed:
+            while len(self._frames) < self.max_batch and not self._closed:
                 remaining = close_at - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
             if self._closed:
                 return None
-            cameras = [camera for camera in self._in_turn() if self._pending[camera][0] is not None][: self.max_batch]
-            frames = tuple(self._pending.pop(camera)[0] for camera in cameras)
-            self._ready -= len(frames)
+            cameras = [camera for camera in self._in_turn() if camera in self._frames][: self.max_batch]
+            frames = tuple(self._frames.pop(camera) for camera in cameras)
+            for camera in cameras:
+                del self._waiting[camera]
             now = time.monotonic()
             for camera in cameras:
                 self._last_turn[camera] = now
@@ -271,13 +267,13 @@ class Batcher:
         """Stop batching; the frames still waiting are dropped and counted (cause shutdown)."""
         with self._cond:
             self._closed = True
-            for camera in self._pending:
+            for camera in self._waiting:
                 self._unsent_at_close[camera] = self._unsent_at_close.get(camera, 0) + 1
-            self._pending.clear()
-            self._ready = 0
+            self._waiting.clear()
+            self._frames.clear()
             self._cond.notify_all()
 
     def stats(self) -> BatcherStats:
         with self._cond:
-            return BatcherStats(self._batches, self._frames_batched, len(self._pending), dict(self._drops), self._refreshed,
+            return BatcherStats(self._batches, self._frames_batched, len(self._waiting), dict(self._drops), self._refreshed,
                                 self._asked_without_frame)
